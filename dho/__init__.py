@@ -1,0 +1,1 @@
+"""DHO integration service."""

@@ -1,0 +1,84 @@
+"""What came in and what it became: raw messages, observations, quarantine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dho.db.base import Base, UTCDateTime, utcnow
+
+BigID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class RawMessage(Base):
+    """Every message as received, kept whatever became of it."""
+
+    __tablename__ = "raw_message"
+    __table_args__ = (UniqueConstraint("gateway_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    transport: Mapped[str] = mapped_column(String(8))
+    topic: Mapped[str] = mapped_column(String(300))
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    adapter: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ObservationRow(Base):
+    """The current version of an Observation; `identity` is the measurement's unique key."""
+
+    __tablename__ = "observation"
+    __table_args__ = (Index(None, "patient_id", "code", "effective"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(400), unique=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("device.id"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    effective: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    version_id: Mapped[int] = mapped_column(Integer, default=1)
+    value_digest: Mapped[str] = mapped_column(String(64))
+    raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"))
+    resource: Mapped[str] = mapped_column(Text)
+
+
+class ObservationVersion(Base):
+    """Every version an Observation has had, for history and vread."""
+
+    __tablename__ = "observation_version"
+
+    observation_id: Mapped[str] = mapped_column(ForeignKey("observation.id"), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"))
+    resource: Mapped[str] = mapped_column(Text)
+
+
+class Quarantine(Base):
+    """A message (or one measurement of it) set aside with the reason; can be re-driven."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index(None, "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"), index=True)
+    item_index: Mapped[int | None] = mapped_column(Integer)
+    reason_code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Ingestion: transports and the pipeline stages, one module per stage."""

@@ -1,0 +1,169 @@
+"""MQTT transport: QoS 1 with a persistent session; PUBACK only after the commit.
+
+paho-mqtt runs its network loop in a thread with `manual_ack=True`; messages cross into
+the event loop and are acknowledged once the batch holding them is committed. An
+acknowledgement due from an earlier connection is dropped: the broker redelivers that
+message on the new one, and the measurement identity makes the repeat harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from dho.ingest.batcher import Batcher, BatcherStopped
+from dho.ingest.measurement import RawMessage
+from dho.ingest.plan import MessageResult
+from dho.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ingest_topic_filter(settings: Settings) -> str:
+    """The subscription: `<prefix>/in/{gateway}/{adapter}`, shared when a group is set."""
+    topic = f"{settings.mqtt_topic_prefix}/in/+/+"
+    return f"$share/{settings.mqtt_shared_group}/{topic}" if settings.mqtt_shared_group else topic
+
+
+def parse_topic(settings: Settings, topic: str) -> tuple[str, str]:
+    """(gateway, adapter) from an ingest topic; empty strings when it does not fit."""
+    prefix = f"{settings.mqtt_topic_prefix}/in/"
+    if not topic.startswith(prefix):
+        return "", ""
+    parts = topic[len(prefix) :].split("/")
+    return (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+
+
+class MqttListener:
+    """Subscribes to the ingest topics and feeds every message to the batcher."""
+
+    def __init__(self, settings: Settings, batcher: Batcher, *, mqtt_v5: bool = True) -> None:
+        self._settings = settings
+        self._batcher = batcher
+        self._mqtt_v5 = mqtt_v5
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._generation = 0
+        self.connected = False
+        self.received = 0
+        self.acknowledged = 0
+        self._client = self._make_client()
+
+    def _make_client(self) -> paho.Client:
+        settings = self._settings
+        if self._mqtt_v5:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=settings.mqtt_client_id,
+                protocol=paho.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=settings.mqtt_client_id,
+                clean_session=False,
+                protocol=paho.MQTTv311,
+                manual_ack=True,
+            )
+        if settings.mqtt_username:
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            client.username_pw_set(settings.mqtt_username, password)
+        if settings.mqtt_url.startswith("mqtts://"):
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(settings.mqtt_receive_maximum)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects by itself after a failure."""
+        self._loop = asyncio.get_running_loop()
+        settings = self._settings
+        if self._mqtt_v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = settings.mqtt_session_expiry_s
+            props.ReceiveMaximum = settings.mqtt_receive_maximum
+            self._client.connect_async(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                keepalive=30,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self._client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected = False
+
+    def _on_connect(
+        self, client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        self.connected = True
+        topic = ingest_topic_filter(self._settings)
+        client.subscribe(topic, qos=1)
+        log.info(
+            "MQTT connected to %s:%d as %s, subscribed to %s",
+            self._settings.mqtt_host,
+            self._settings.mqtt_port,
+            self._settings.mqtt_client_id,
+            topic,
+        )
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        self._generation += 1
+        self.connected = False
+        log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        """Runs in paho's thread: hand the message to the event loop at once."""
+        assert self._loop is not None
+        received_at = datetime.now(UTC)
+        generation = self._generation
+        self._loop.call_soon_threadsafe(self._submit, msg, received_at, generation)
+
+    def _submit(self, msg: paho.MQTTMessage, received_at: datetime, generation: int) -> None:
+        self.received += 1
+        gateway, adapter = parse_topic(self._settings, msg.topic)
+        raw = RawMessage(
+            payload=bytes(msg.payload),
+            transport="mqtt",
+            topic=msg.topic,
+            gateway=gateway,
+            adapter=adapter,
+            received_at=received_at,
+        )
+
+        def done(_result: MessageResult) -> None:
+            self._ack(msg.mid, msg.qos, generation)
+
+        try:
+            self._batcher.submit_nowait(raw, done)
+        except BatcherStopped:
+            log.info("shutting down: message %d left for the broker to redeliver", msg.mid)
+
+    def _ack(self, mid: int, qos: int, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if qos > 0:
+            self._client.ack(mid, qos)
+        self.acknowledged += 1

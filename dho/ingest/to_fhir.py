@@ -1,0 +1,101 @@
+"""The to_fhir stage: a normalised Measurement becomes an R4 Observation as a plain dict."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from dho.catalogue import UCUM, Catalogue, Coding, MeasurementType, UnitSpec
+from dho.ingest.errors import DataError
+from dho.ingest.measurement import Measurement, Quantity
+
+# uuid5(NAMESPACE_URL, "urn:dho:observation"). Never change it: stored Observation ids and
+# identifiers derive from it, and re-sent readings are recognised by them.
+OBSERVATION_NAMESPACE = uuid.UUID("1629afc9-f351-5376-a18b-83ed2d953d46")
+
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def observation_id(m: Measurement) -> str:
+    """The Observation id: a uuid5 of the measurement identity (device, type, time to the ms)."""
+    return str(uuid.uuid5(OBSERVATION_NAMESPACE, m.identity))
+
+
+def to_fhir(
+    m: Measurement, *, patient_id: str, device_id: str, catalogue: Catalogue
+) -> dict[str, Any]:
+    """The Observation for a normalised measurement; values stay Decimal (use jsonutil.dumps)."""
+    mtype = catalogue.get(m.type)
+    oid = observation_id(m)
+    resource: dict[str, Any] = {"resourceType": "Observation", "id": oid}
+    if mtype.profiles:
+        resource["meta"] = {"profile": list(mtype.profiles)}
+    resource["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{oid}"}]
+    resource["status"] = "final"
+    resource["category"] = [{"coding": [mtype.category.as_fhir()]}]
+    resource["code"] = _concept(mtype.codes, mtype.title)
+    resource["subject"] = {"reference": _reference("Patient", patient_id)}
+    resource["effectiveDateTime"] = _datetime(m.effective)
+    if not mtype.is_panel:
+        resource["valueQuantity"] = _quantity(m.value, mtype.unit, m.type)
+    resource["device"] = {"reference": _reference("Device", device_id)}
+    if mtype.is_panel:
+        resource["component"] = _components(m, mtype)
+    return resource
+
+
+def _concept(codes: Iterable[Coding], text: str) -> dict[str, Any]:
+    return {"coding": [c.as_fhir() for c in codes], "text": text}
+
+
+def _reference(resource_type: str, resource_id: str) -> str:
+    if not _FHIR_ID.fullmatch(resource_id):
+        raise ValueError(f"{resource_id!r} is not a valid FHIR {resource_type} id")
+    return f"{resource_type}/{resource_id}"
+
+
+def _quantity(quantity: Quantity | None, spec: UnitSpec | None, label: str) -> dict[str, Any]:
+    if quantity is None or spec is None or quantity.unit != spec.code:
+        raise ValueError(f"{label}: to_fhir needs a normalised value in {spec and spec.code}")
+    return {"value": quantity.value, "unit": spec.display, "system": UCUM, "code": spec.code}
+
+
+def _components(m: Measurement, mtype: MeasurementType) -> list[dict[str, Any]]:
+    unknown = set(m.components) - {c.key for c in mtype.components}
+    if unknown or not m.components or m.value is not None:
+        got = sorted(m.components)
+        raise ValueError(f"{m.type}: to_fhir needs normalised components, got {got}")
+    return [
+        {
+            "code": _concept(c.codes, c.title),
+            "valueQuantity": _quantity(m.components[c.key], c.unit, f"{m.type}.{c.key}"),
+        }
+        for c in mtype.components
+        if c.key in m.components
+    ]
+
+
+def _datetime(moment: datetime) -> str:
+    """FHIR dateTime with the device's own offset; fractions only when non-zero."""
+    offset = moment.utcoffset()
+    if offset is None or offset % timedelta(minutes=1):
+        raise DataError(f"effective time {moment.isoformat()} has no usable UTC offset")
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    if moment.microsecond % 1000:
+        text += f".{moment.microsecond:06d}"
+    elif moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + _offset(offset)
+
+
+def _offset(offset: timedelta) -> str:
+    minutes = offset // timedelta(minutes=1)
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"

@@ -1,0 +1,1 @@
+"""Registry: organisations, patients, care teams, devices, gateways."""

@@ -1,0 +1,1 @@
+"""Clinical rules: pure functions from an observation and a plan to decisions."""
