@@ -127,6 +127,13 @@ class MeasurementType:
         """The meta.profile URLs: the generic vital-signs profile and the specific one."""
         return (VITALSIGNS_PROFILE, self.profile) if self.profile else ()
 
+    @property
+    def values(self) -> tuple[tuple[str | None, UnitSpec], ...]:
+        """(component key, unit) per value; a single-valued type gives (None, its unit)."""
+        if self.unit is not None:
+            return ((None, self.unit),)
+        return tuple((c.key, c.unit) for c in self.components)
+
     def component(self, key: str) -> Component:
         """The component named `key`; KeyError when the type has none of that name."""
         for component in self.components:

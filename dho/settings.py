@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,16 @@ def _data_dir(name: str) -> Path:
     """A data folder from the installed wheel (package data) or else the source tree."""
     packaged = _PACKAGE_DATA / name
     return packaged if packaged.is_dir() else _SOURCE_ROOT / name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (localhost or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _default_client_id() -> str:
@@ -58,6 +69,10 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=1, le=65535)
+    read_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for the read APIs (FHIR, alerts); required off loopback.",
+    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     clock_skew_max_s: int = Field(
@@ -123,6 +138,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.outbox_backoff_max_s < self.outbox_backoff_base_s:
             raise ValueError("outbox_backoff_max_s must not be below outbox_backoff_base_s")
+        if self.read_api_token is None and not is_loopback(self.http_host):
+            raise ValueError(
+                "http_host is not a loopback address: set DHO_READ_API_TOKEN so patient data "
+                "is not readable without a token"
+            )
         if self.mqtt_shared_group and (
             "/" in self.mqtt_shared_group or "+" in self.mqtt_shared_group
         ):

@@ -35,6 +35,12 @@ from dho.catalogue import (
 from dho.ingest.measurement import EUI64_SYSTEM, Measurement, Quantity
 from dho.ingest.normalise import PlausibilityLimits, Range
 
+# Observation.status has a required binding (R4 ObservationStatus).
+OBSERVATION_STATUS = frozenset(
+    {"registered", "preliminary", "final", "amended", "corrected", "cancelled"}
+    | {"entered-in-error", "unknown"}
+)
+
 # A FHIR dateTime/instant with a time must carry a zone offset.
 DATETIME_WITH_OFFSET = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-](0\d|1[0-3]):[0-5]\d|[+-]14:00)"
@@ -63,6 +69,7 @@ def assert_valid_fhir_json(text: str | bytes, catalogue: Catalogue | None = None
 def assert_profile_rules(resource: Mapping[str, Any], catalogue: Catalogue) -> None:
     """The rules the structure validators do not check: codes, units, category, offsets."""
     assert resource.get("resourceType") == "Observation", "resourceType must be Observation"
+    assert resource.get("status") in OBSERVATION_STATUS, f"bad status {resource.get('status')!r}"
     mtype = measurement_type_of(resource, catalogue)
     _assert_category(resource, mtype)
     _assert_profiles(resource, mtype)

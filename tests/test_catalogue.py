@@ -39,7 +39,9 @@ def _write_broken(tmp_path: Path, data: object) -> Path:
 
 
 def _source() -> dict[str, Any]:
-    return yaml.safe_load((FHIR_DIR / "measurement-types.yaml").read_text(encoding="utf-8"))
+    text = (FHIR_DIR / "measurement-types.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
 
 
 def test_the_catalogue_has_the_expected_types() -> None:
@@ -64,7 +66,9 @@ def test_every_type_is_complete(key: str) -> None:
     assert mtype.is_panel == (mtype.unit is None)
     if mtype.is_vital_sign:
         assert mtype.profiles == (VITALSIGNS_PROFILE, mtype.profile)
-        assert mtype.profile and mtype.profile.startswith("http://hl7.org/fhir/StructureDefinition/")
+        assert mtype.profile and mtype.profile.startswith(
+            "http://hl7.org/fhir/StructureDefinition/"
+        )
     else:
         assert mtype.profiles == ()
 
@@ -160,7 +164,8 @@ def test_schema_rejects_a_value_on_a_panel(tmp_path: Path) -> None:
     data = _source()
     data["types"]["blood-pressure"]["unit"] = {"code": "mm[Hg]", "display": "mmHg", "decimals": 0}
     _write_broken(tmp_path, data)
-    with pytest.raises(CatalogueError, match=r"\$\.types\['blood-pressure'\]\.unit: is not allowed"):
+    expected = r"\$\.types\['blood-pressure'\]\.unit: is not allowed"
+    with pytest.raises(CatalogueError, match=expected):
         load_catalogue(tmp_path)
 
 

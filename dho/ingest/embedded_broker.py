@@ -8,12 +8,11 @@ is used; when something else holds the port, start-up fails with one clear line.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 from typing import Any, Literal
 
-from dho.settings import Settings
+from dho.settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +51,6 @@ async def probe(host: str, port: int, timeout_s: float = 2.0) -> PortState:
         return "other"
     finally:
         writer.close()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class EmbeddedBroker:

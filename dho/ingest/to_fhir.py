@@ -29,6 +29,7 @@ def to_fhir(
 ) -> dict[str, Any]:
     """The Observation for a normalised measurement; values stay Decimal (use jsonutil.dumps)."""
     mtype = catalogue.get(m.type)
+    effective = _datetime(m.effective)
     oid = observation_id(m)
     resource: dict[str, Any] = {"resourceType": "Observation", "id": oid}
     if mtype.profiles:
@@ -38,7 +39,7 @@ def to_fhir(
     resource["category"] = [{"coding": [mtype.category.as_fhir()]}]
     resource["code"] = _concept(mtype.codes, mtype.title)
     resource["subject"] = {"reference": _reference("Patient", patient_id)}
-    resource["effectiveDateTime"] = _datetime(m.effective)
+    resource["effectiveDateTime"] = effective
     if not mtype.is_panel:
         resource["valueQuantity"] = _quantity(m.value, mtype.unit, m.type)
     resource["device"] = {"reference": _reference("Device", device_id)}

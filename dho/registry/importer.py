@@ -26,6 +26,7 @@ the transaction: nothing here commits, and everything is checked before the firs
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -83,9 +84,7 @@ _RELATIVE = re.compile(
     r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
 _REST_URL = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
-_DATE_TIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})"
-)
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
 _FULL_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MUNICIPALITY_NUMBER = re.compile(r"\d{4}")
 _ORG_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
@@ -156,7 +155,7 @@ async def load_bundle_file(
 ) -> ImportReport:
     """Import the Bundle in a JSON file (see `import_bundle`)."""
     try:
-        bundle = jsonutil.loads(path.read_text(encoding="utf-8"))
+        bundle = jsonutil.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RegistryImportError(f"{path}: cannot read a JSON Bundle: {exc}") from exc
     return await import_bundle(session, bundle, allow_synthetic=allow_synthetic)
@@ -214,7 +213,8 @@ def _read_entry(index: int, item: Any) -> _Entry:
     resource = item.get("resource") if isinstance(item, dict) else None
     if not isinstance(resource, dict):
         raise RegistryImportError(f"entry {index} has no resource")
-    method = (item.get("request") or {}).get("method")
+    request = item.get("request")
+    method = request.get("method") if isinstance(request, dict) else None
     if method not in (None, "POST", "PUT"):
         raise RegistryImportError(
             f"entry {index}: request method {method!r} is not supported (only POST or PUT)"
@@ -228,7 +228,11 @@ def _read_entry(index: int, item: Any) -> _Entry:
     full_url = item.get("fullUrl")
     if full_url is not None and not isinstance(full_url, str):
         raise RegistryImportError(f"entry {index}: fullUrl must be a string")
-    return _Entry(index, rtype, full_url, jsonutil.loads(jsonutil.dumps(resource)))
+    try:
+        copied = jsonutil.loads(jsonutil.dumps(resource))
+    except (TypeError, ValueError) as exc:
+        raise RegistryImportError(f"entry {index}: resource is not plain JSON: {exc}") from exc
+    return _Entry(index, rtype, full_url, copied)
 
 
 # ------------------------------------------------------------------ planning
@@ -287,9 +291,7 @@ def _plan_patient(entry: _Entry, allow_synthetic: bool) -> None:
     res = entry.resource
     found = [(s, v) for s, v in _identifiers(res) if s in (FNR_SYSTEM, DNR_SYSTEM)]
     if not found:
-        raise entry.fail(
-            f"needs a national id identifier (system {FNR_SYSTEM} or {DNR_SYSTEM})"
-        )
+        raise entry.fail(f"needs a national id identifier (system {FNR_SYSTEM} or {DNR_SYSTEM})")
     system, value = found[0]
     try:
         nid = parse_national_id(value, allow_synthetic=allow_synthetic)
@@ -313,7 +315,7 @@ def _patient_name(entry: _Entry, res: dict[str, Any]) -> tuple[str, str]:
     names = _dicts(res.get("name"))
     official = [n for n in names if n.get("use") == "official"]
     name = (official or names or [{}])[0]
-    family = name.get("family") if isinstance(name.get("family"), str) else ""
+    family: str = name["family"] if isinstance(name.get("family"), str) else ""
     given = " ".join(g for g in name.get("given") or [] if isinstance(g, str))
     if not (family or given):
         raise entry.fail("needs a name with a family or given name")
@@ -351,8 +353,9 @@ def _plan_device(entry: _Entry) -> None:
 
 def _device_type(res: dict[str, Any]) -> str | None:
     """The MDC code of Device.type, else its first code."""
-    concept = res.get("type") if isinstance(res.get("type"), dict) else {}
-    codings = [c for c in _dicts(concept.get("coding")) if isinstance(c.get("code"), str)]
+    concept = res.get("type")
+    found = _dicts(concept.get("coding")) if isinstance(concept, dict) else []
+    codings = [c for c in found if isinstance(c.get("code"), str)]
     mdc = [c for c in codings if c.get("system") == MDC_SYSTEM]
     return str((mdc or codings)[0]["code"]) if codings else None
 
@@ -486,9 +489,11 @@ def _prepare_resource(entry: _Entry, refs: _References) -> None:
     _rewrite(entry, refs, entry.resource)
     rest = {k: v for k, v in entry.resource.items() if k not in ("resourceType", "id", "meta")}
     meta = entry.resource.get("meta")
-    meta = {k: v for k, v in meta.items() if k not in ("lastUpdated", "versionId")} if isinstance(
-        meta, dict
-    ) else {}
+    meta = (
+        {k: v for k, v in meta.items() if k not in ("lastUpdated", "versionId")}
+        if isinstance(meta, dict)
+        else {}
+    )
     entry.resource = {"resourceType": entry.type, "id": entry.id}
     if meta:
         entry.resource["meta"] = meta
@@ -519,7 +524,7 @@ async def _check_references(session: AsyncSession, refs: _References) -> None:
         found = await _existing_ids(session, rtype, ids)
         for missing in (i for i in ids if i not in found):
             entry = refs.external[(rtype, missing)]
-            raise entry.fail(f"reference {rtype}/{missing} matches nothing in the bundle or registry")
+            raise entry.fail(f"reference {rtype}/{missing} is neither in the bundle nor registry")
 
 
 async def _existing_ids(session: AsyncSession, rtype: str, ids: Sequence[str]) -> set[str]:
@@ -532,28 +537,46 @@ async def _existing_ids(session: AsyncSession, rtype: str, ids: Sequence[str]) -
 
 async def _check_unique_keys(session: AsyncSession, entries: list[_Entry]) -> None:
     """A business key already held by a row with another id (made some other way) is an error."""
-    patients = {e.columns["national_id"]: e for e in entries if e.type == "Patient"}
-    for chunk in _chunks(list(patients)):
-        stmt = select(Patient.national_id, Patient.id).where(Patient.national_id.in_(chunk))
-        for value, row_id in await session.execute(stmt):
-            _same_row(patients[value], row_id, "this national id")
-    orgs = {e.columns["org_number"]: e for e in entries if e.columns.get("org_number")}
-    for chunk in _chunks(list(orgs)):
-        stmt2 = select(Organization.org_number, Organization.id).where(
-            Organization.org_number.in_(chunk)
-        )
-        for value, row_id in await session.execute(stmt2):
-            _same_row(orgs[value], row_id, "this organisation number")
-    devices = {
-        (e.columns["identifier_system"], e.columns["identifier_value"]): e
-        for e in entries
-        if e.type == "Device"
-    }
-    key = tuple_(Device.identifier_system, Device.identifier_value)
-    for chunk3 in _chunks(list(devices)):
-        stmt3 = select(Device.identifier_system, Device.identifier_value, Device.id)
-        for system, value, row_id in await session.execute(stmt3.where(key.in_(chunk3))):
-            _same_row(devices[(system, value)], row_id, "this device identifier")
+    by_type: dict[str, list[_Entry]] = {t: [e for e in entries if e.type == t] for t in _MODELS}
+    await _check_key(
+        session,
+        (Patient.national_id,),
+        Patient.id,
+        {(e.columns["national_id"],): e for e in by_type["Patient"]},
+        "this national id",
+    )
+    await _check_key(
+        session,
+        (Organization.org_number,),
+        Organization.id,
+        {(e.columns["org_number"],): e for e in by_type["Organization"] if e.columns["org_number"]},
+        "this organisation number",
+    )
+    await _check_key(
+        session,
+        (Device.identifier_system, Device.identifier_value),
+        Device.id,
+        {
+            (e.columns["identifier_system"], e.columns["identifier_value"]): e
+            for e in by_type["Device"]
+        },
+        "this device identifier",
+    )
+
+
+async def _check_key(
+    session: AsyncSession,
+    key_columns: tuple[InstrumentedAttribute[Any], ...],
+    id_column: InstrumentedAttribute[str],
+    planned: dict[tuple[Any, ...], _Entry],
+    what: str,
+) -> None:
+    key: Any = key_columns[0] if len(key_columns) == 1 else tuple_(*key_columns)
+    for chunk in _chunks(list(planned)):
+        values = [k[0] for k in chunk] if len(key_columns) == 1 else chunk
+        stmt = select(id_column, *key_columns).where(key.in_(values))
+        for row_id, *value in await session.execute(stmt):
+            _same_row(planned[tuple(value)], row_id, what)
 
 
 def _same_row(entry: _Entry, row_id: str, what: str) -> None:
@@ -596,7 +619,7 @@ def _check_device_periods(ordered: list[tuple[datetime, datetime | None, _Entry 
 def _period(p: tuple[datetime, datetime | None, _Entry | None]) -> str:
     end = p[1].isoformat() if p[1] else "open end"
     where = f"entry {p[2].index}" if p[2] else "registry"
-    return f"[{p[0].isoformat()} – {end}) ({where})"
+    return f"[{p[0].isoformat()}, {end}) ({where})"
 
 
 # ------------------------------------------------------------------ writing
@@ -609,8 +632,9 @@ async def _store_all(session: AsyncSession, entries: list[_Entry]) -> ImportRepo
         planned = [e for e in entries if e.type == rtype]
         if not planned:
             continue
-        old_members = await _members(session, [e.id for e in planned]) if rtype == "CareTeam" else {}
-        existing = await _rows(session, rtype, [e.id for e in planned])
+        ids = [e.id for e in planned]
+        old_members = await _members(session, ids) if rtype == "CareTeam" else {}
+        existing = await _rows(session, rtype, ids)
         for entry in planned:
             members_changed = entry.members != old_members.get(entry.id, {})
             outcome = _store(session, rtype, entry, existing.get(entry.id), members_changed, now)
@@ -621,12 +645,12 @@ async def _store_all(session: AsyncSession, entries: list[_Entry]) -> ImportRepo
     return report
 
 
-async def _rows(session: AsyncSession, rtype: str, ids: Sequence[str]) -> dict[str, _Row]:
-    model = _MODELS[rtype]
-    rows: dict[str, _Row] = {}
+async def _rows(session: AsyncSession, rtype: str, ids: Sequence[str]) -> dict[str, Any]:
+    model, column = _MODELS[rtype], _ID_COLUMNS[rtype]
+    rows: dict[str, Any] = {}
     for chunk in _chunks(ids):
-        for row in await session.scalars(select(model).where(model.id.in_(chunk))):
-            rows[row.id] = row
+        found: Sequence[Any] = (await session.scalars(select(model).where(column.in_(chunk)))).all()
+        rows.update((row.id, row) for row in found)
     return rows
 
 
@@ -634,7 +658,7 @@ def _store(
     session: AsyncSession,
     rtype: str,
     entry: _Entry,
-    row: _Row | None,
+    row: Any,
     members_changed: bool,
     now: datetime,
 ) -> str:
@@ -756,8 +780,9 @@ def _identifier_value(res: dict[str, Any], system: str) -> str | None:
 
 def _address_municipality(entry: _Entry, res: dict[str, Any]) -> str | None:
     for address in _dicts(res.get("address")):
-        district = address.get("_district") if isinstance(address.get("_district"), dict) else {}
-        for ext in _dicts(district.get("extension")) + _dicts(address.get("extension")):
+        district = address.get("_district")
+        on_district = _dicts(district.get("extension")) if isinstance(district, dict) else []
+        for ext in on_district + _dicts(address.get("extension")):
             coding = ext.get("valueCoding")
             if ext.get("url") != MUNICIPALITY_EXTENSION or not isinstance(coding, dict):
                 continue

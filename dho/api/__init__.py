@@ -1,0 +1,1 @@
+"""HTTP routers: ingest, FHIR, alerts, health."""

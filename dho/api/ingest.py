@@ -1,0 +1,106 @@
+"""HTTP transport: `POST /ingest/{adapter}` with a gateway key; 202 after the commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dho.api.deps import bearer_token, runtime, session
+from dho.api.problems import problem
+from dho.ingest.batcher import BatcherStopped
+from dho.ingest.measurement import RawMessage
+from dho.ingest.plan import ItemResult, MessageResult
+from dho.registry.gateways import authenticate
+
+router = APIRouter(tags=["ingest"])
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@router.post("/ingest/{adapter}", status_code=202)
+async def ingest(
+    request: Request,
+    adapter: Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")],
+    db: Annotated[AsyncSession, Depends(session)],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Store a gateway's message and answer with a receipt per measurement."""
+    rt = runtime(request)
+    token = bearer_token(request)
+    gateway = await authenticate(db, token) if token else None
+    await db.close()
+    if gateway is None:
+        return problem(401, "unauthorized", "Unauthorized", "a valid gateway key is required")
+    if adapter not in rt.reference.adapters.names():
+        return problem(404, "unknown-adapter", "Unknown adapter", f"no adapter named {adapter!r}")
+    limit = rt.settings.max_message_bytes
+    try:
+        body = await _read_body(request, limit)
+    except _TooLarge:
+        return problem(413, "too-large", "Message too large", f"the limit is {limit} bytes")
+    raw = RawMessage(
+        payload=body,
+        transport="http",
+        topic=f"/ingest/{adapter}",
+        gateway=gateway.id,
+        adapter=adapter,
+        received_at=datetime.now(UTC),
+        message_id=idempotency_key,
+    )
+    try:
+        result = await rt.batcher.submit(raw)
+    except BatcherStopped:
+        return problem(503, "unavailable", "Shutting down", "try again shortly")
+    return _answer(result)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(result: MessageResult) -> JSONResponse:
+    if result.status == "rejected":
+        return problem(
+            422,
+            result.reason_code or "invalid-data",
+            "Message rejected",
+            result.reason or "the message could not be processed",
+            quarantined=True,
+            raw_message_id=result.raw_message_id,
+        )
+    body: dict[str, Any] = {
+        "status": result.status,
+        "message_id": result.message_id,
+        "raw_message_id": result.raw_message_id,
+        "measurements": [_item(item) for item in result.items],
+    }
+    return JSONResponse(body, status_code=200 if result.status == "duplicate" else 202)
+
+
+def _item(item: ItemResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": item.index, "status": item.status}
+    if item.observation_id:
+        out["observation"] = f"Observation/{item.observation_id}"
+        out["version"] = item.version_id
+    if item.alert_id:
+        out["alert"] = {"id": item.alert_id, "severity": item.alert_severity}
+    if item.reason_code:
+        out["reason_code"] = item.reason_code
+        out["reason"] = item.reason
+    return out

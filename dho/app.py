@@ -1,0 +1,37 @@
+"""FastAPI application factory; the lifespan starts and stops the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dho import runtime
+from dho.api import alerts, fhir, health, ingest
+from dho.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service's HTTP app; MQTT ingest, batching and delivery run in its lifespan."""
+    chosen = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await runtime.start(chosen)
+        try:
+            yield
+        finally:
+            await runtime.stop(app.state.runtime)
+
+    app = FastAPI(
+        title="DHO integration service",
+        version="0.1.0",
+        summary="Home-monitoring measurements in, FHIR R4 Observations and alerts out.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    app.include_router(fhir.router)
+    app.include_router(alerts.router)
+    return app

@@ -1,0 +1,35 @@
+"""What the CLI's database commands do, each in one transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dho.db.engine import create_engine, session_factory
+from dho.registry.gateways import create_gateway as create_gateway_row
+from dho.registry.importer import load_bundle_file
+from dho.settings import Settings
+
+
+async def import_registry(settings: Settings, bundle: Path) -> str:
+    """Import a registry Bundle file; returns the report's summary."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            report = await load_bundle_file(
+                session, bundle, allow_synthetic=settings.allow_synthetic_ids
+            )
+        return report.summary()
+    finally:
+        await engine.dispose()
+
+
+async def create_gateway(
+    settings: Settings, gateway_id: str, name: str, organizations: list[str]
+) -> str:
+    """Create a gateway; returns its API key."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await create_gateway_row(session, gateway_id, name, organizations)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,146 @@
+"""Test helpers: a seeded registry, the service on a free port, a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dho.app import create_app
+from dho.registry.gateways import create_gateway
+from dho.registry.importer import import_bundle
+from dho.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_BUNDLE = ROOT / "config" / "demo" / "registry.json"
+EUI64 = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+BP_MONITOR = "00-1C-05-FF-FE-01-00-01"  # patient 1 (Bodø + centre + hospital unit)
+OXIMETER = "00-1C-05-FF-FE-01-00-02"
+GATEWAY = "test-hub"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    gateway: str
+    key: str
+
+
+async def seed(sessions: async_sessionmaker[AsyncSession], gateway: str = GATEWAY) -> Seeded:
+    """The demo registry and a gateway serving all its organisations."""
+    bundle = json.loads(DEMO_BUNDLE.read_text(encoding="utf-8"))
+    orgs = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization"
+    ]
+    async with sessions() as session, session.begin():
+        await import_bundle(session, bundle, allow_synthetic=True)
+        from sqlalchemy import select
+
+        from dho.db.models import Organization
+
+        ids = list(await session.scalars(select(Organization.id)))
+        assert len(ids) == len(orgs)
+        key = await create_gateway(session, gateway, "Test hub", ids)
+    return Seeded(gateway, key)
+
+
+@asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[str]:
+    """The whole service (HTTP, MQTT listener, outbox) on the settings' port; yields its URL."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.http_port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("service did not start")
+        if time.monotonic() > deadline:
+            raise TimeoutError("service did not start in 20 s")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def wait_for(
+    condition: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05
+) -> Any:
+    """Poll an async or sync condition until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server that records what it is sent; `fail_first` answers 503 first."""
+
+    fail_first: int = 0
+    received: list[Received] = field(default_factory=list)
+    attempts: int = 0
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def __enter__(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                receiver.attempts += 1
+                if receiver.attempts <= receiver.fail_first:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                receiver.received.append(Received(self.path, dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
