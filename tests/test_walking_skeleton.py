@@ -332,5 +332,3 @@ def _publish(settings: Settings, topic: str, payloads: list[bytes]) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
-
-

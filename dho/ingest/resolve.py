@@ -8,6 +8,7 @@ from datetime import datetime
 from dho.db.models import Device, DeviceAssignment
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
+from dho.registry.queries import patient_at
 
 
 class UnknownDevice(DataError):
@@ -58,7 +59,7 @@ def resolve(
     device = snapshot.devices.get((m.device_system, m.device_id))
     if device is None:
         raise UnknownDevice(f"device {m.device_system}|{m.device_id} is not registered")
-    patient_id = _patient_at(snapshot.assignments.get(device.id, []), m.effective)
+    patient_id = patient_at(snapshot.assignments.get(device.id, []), m.effective)
     if patient_id is None:
         raise UnassignedDevice(
             f"device {m.device_id} was not assigned to any patient at {m.effective.isoformat()}"
@@ -68,12 +69,3 @@ def resolve(
             "the gateway serves none of the organisations responsible for this device's patient"
         )
     return Resolved(measurement=m, device_id=device.id, patient_id=patient_id)
-
-
-def _patient_at(assignments: list[DeviceAssignment], when: datetime) -> str | None:
-    for assignment in assignments:
-        if assignment.period_start <= when and (
-            assignment.period_end is None or when < assignment.period_end
-        ):
-            return assignment.patient_id
-    return None

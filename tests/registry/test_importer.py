@@ -384,3 +384,25 @@ async def test_reference_to_stored_rows_by_id(sessions: Sessions) -> None:
         assert stored["device"]["reference"].startswith("Device/")
         assert stored["device"]["reference"] != "Device/scale-3"
         assert row.period_end == datetime(2026, 5, 31, 22, 0, tzinfo=UTC)
+
+
+async def test_organization_kind_defaults_to_other(sessions: Sessions) -> None:
+    org = {
+        "resourceType": "Organization",
+        "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.2", "value": "8143300"}],
+        "type": [{"coding": [{"system": "http://example.org/other", "code": "municipality"}]}],
+        "name": "Fastlegekontor",
+    }
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": org}]}
+    await run_import(sessions, bundle)
+    async with sessions() as session:
+        row = await session.scalar(select(Organization))
+    assert row is not None
+    assert (row.kind, row.org_number, row.municipality_number) == ("other", None, None)
+
+
+async def test_invalid_org_number_rejected(sessions: Sessions) -> None:
+    bundle = demo()
+    index, org = entries_of(bundle, "Organization")[1]
+    org["resource"]["identifier"][0]["value"] = "965114008"
+    await expect_rejected(sessions, bundle, rf"entry {index} .*organisation number '965114008'")
