@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from dho.settings import Settings
+from dho.settings import Settings, unknown_environment_names
 
 
 def _settings(**overrides: object) -> Settings:
+    unknown = unknown_environment_names(os.environ)
+    if unknown:
+        raise click.ClickException(
+            f"unknown setting(s) {', '.join(unknown)}: see docs/operators.md for the names"
+        )
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -30,7 +36,7 @@ def _logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("amqtt", "transitions", "aiosqlite", "httpx"):
+    for noisy in ("alembic", "amqtt", "transitions", "aiosqlite", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -14,7 +14,7 @@ from dho.db.engine import create_engine, session_factory
 from dho.db.models import Device, DeviceAssignment, Gateway, GatewayOrganization, Organization
 from dho.registry.gateways import KEY_PREFIX, create_gateway, hash_key, new_key
 from dho.registry.importer import load_bundle_file
-from dho.server import build_server
+from dho.server import build_server, preflight_or_exit
 from dho.settings import Settings
 from dho.simulator import SimulatedDevice, stream
 
@@ -23,12 +23,13 @@ DEMO_GATEWAY = "demo-hub"
 
 
 def run_demo(settings: Settings, *, interval_s: float) -> None:
+    if settings.auto_migrate:
+        migrate.upgrade(settings)
+    preflight_or_exit(settings)
     asyncio.run(_demo(settings, interval_s))
 
 
 async def _demo(settings: Settings, interval_s: float) -> None:
-    if settings.auto_migrate:
-        await asyncio.to_thread(migrate.upgrade, settings)
     key, devices = await _prepare_registry(settings)
     server = build_server(settings)
     serving = asyncio.create_task(server.serve())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -40,7 +41,7 @@ class Settings(BaseSettings):
     """Every setting of the service. Each field is read from `DHO_<NAME>`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DHO_", env_file=".env", env_file_encoding="utf-8", extra="forbid"
+        env_prefix="DHO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
     database_url: str = "sqlite+aiosqlite:///./var/dho.sqlite3"
@@ -167,6 +168,18 @@ class Settings(BaseSettings):
     def mqtt_port(self) -> int:
         parts = urlsplit(self.mqtt_url)
         return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+def unknown_environment_names(environ: Mapping[str, str]) -> list[str]:
+    """`DHO_*` variables that name no setting: almost always a typo worth failing on."""
+    known = {f"DHO_{name.upper()}" for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("DHO_")
+        and not name.upper().startswith("DHO_TEST_")
+        and name.upper() not in known
+    )
 
 
 @lru_cache(maxsize=1)

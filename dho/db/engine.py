@@ -17,12 +17,18 @@ from sqlalchemy.ext.asyncio import (
 from dho.settings import Settings
 
 
+def ensure_sqlite_folder(database_url: str) -> None:
+    """Create the folder of a SQLite database file (e.g. ./var) when it is missing."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """An engine configured for the database the settings name."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_folder(settings.database_url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dho.db.engine import ensure_sqlite_folder
 from dho.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -29,6 +30,7 @@ def alembic_config(settings: Settings) -> Config:
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
     """Migrate the database to `revision` (blocking; call from a thread or the CLI)."""
+    ensure_sqlite_folder(settings.database_url)
     command.upgrade(alembic_config(settings), revision)
 
 

@@ -48,6 +48,8 @@ def _parse_json(payload: bytes) -> Any:
 
 def _items(document: Any, adapter: Adapter) -> list[Any]:
     for path in adapter.items:
+        if path == "$" and not isinstance(document, dict):
+            continue
         found = find(document, path)
         if found:
             if len(found) > MAX_ITEMS_PER_MESSAGE:

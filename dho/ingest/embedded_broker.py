@@ -75,20 +75,26 @@ class EmbeddedBroker:
         await self._broker.shutdown()
 
 
-async def ensure_broker(settings: Settings) -> EmbeddedBroker | None:
-    """Start the embedded broker unless one already answers; None when none was started."""
+async def broker_port_state(settings: Settings) -> PortState:
+    """What answers on the configured MQTT port; BrokerPortTaken when it is not MQTT."""
     host, port = settings.mqtt_host, settings.mqtt_port
-    if not settings.mqtt_embedded or not is_loopback(host):
-        return None
     state = await probe(host, port)
-    if state == "mqtt":
-        log.info("using the MQTT broker already answering on %s:%d", host, port)
-        return None
     if state == "other":
         raise BrokerPortTaken(
             f"port {port} on {host} is held by something that is not an MQTT broker; "
             "set DHO_MQTT_URL=mqtt://HOST:PORT to use another broker or a free port"
         )
+    return state
+
+
+async def ensure_broker(settings: Settings) -> EmbeddedBroker | None:
+    """Start the embedded broker unless one already answers; None when none was started."""
+    host, port = settings.mqtt_host, settings.mqtt_port
+    if not settings.mqtt_embedded or not is_loopback(host):
+        return None
+    if await broker_port_state(settings) == "mqtt":
+        log.info("using the MQTT broker already answering on %s:%d", host, port)
+        return None
     broker = EmbeddedBroker(host, port)
     await broker.start()
     log.warning(

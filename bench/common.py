@@ -1,0 +1,508 @@
+"""Shared benchmark plumbing: a throw-away database, a private Mosquitto, the service as a
+subprocess, MQTT publishers, a raw subscriber baseline and small statistics helpers.
+
+Reuses the test helpers for what they already define (the Mosquitto config derivation, the
+demo registry seed) so the benchmark runs against exactly what the tests run against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dho.db import migrate
+from dho.db.engine import create_engine, session_factory
+from dho.settings import Settings
+from tests.conftest import free_port
+from tests.mosquitto import BASE_CONF, derive_test_config
+from tests.support import Seeded, seed
+
+PG_ADMIN_URL = os.environ.get("DHO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RECEIVE_MAXIMUM = 1000  # the service's default DHO_MQTT_RECEIVE_MAXIMUM; the baseline uses it too
+PUBLISH_WINDOW = 10_000  # unacknowledged publishes at a time (paho's message ids are 16-bit)
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a part did not start, messages went missing)."""
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of durations given in seconds, in milliseconds."""
+    ms = [v * 1000 for v in values_s]
+    return {
+        "p50": round(percentile(ms, 50), 2),
+        "p95": round(percentile(ms, 95), 2),
+        "p99": round(percentile(ms, 99), 2),
+        "max": round(max(ms), 2) if ms else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------- database
+
+
+def _sqlite_url(workdir: Path) -> str:
+    return f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}"
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def temp_database(kind: str, workdir: Path) -> Iterator[str]:
+    """A fresh empty database (`postgres`: dho_bench_<random>, dropped after; `sqlite`: a file)."""
+    if kind == "sqlite":
+        yield _sqlite_url(workdir)
+        return
+    name = f"dho_bench_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def db_settings(url: str) -> Settings:
+    return Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+
+
+def migrate_and_seed(url: str) -> Seeded:
+    """Migrate to head, then load the demo registry and a gateway serving all of it."""
+    migrate.upgrade(db_settings(url))
+
+    async def run() -> Seeded:
+        engine = create_engine(db_settings(url))
+        try:
+            return await seed(session_factory(engine), gateway="bench-hub")
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+class Probe:
+    """The benchmark's own reader of the service's database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_engine(db_settings(url))
+        self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+
+    async def rows(self, sql: str, **params: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(text(sql), params)).all())
+
+    async def count(self, table: str) -> int:
+        return int(await self.scalar(f"SELECT count(*) FROM {table}") or 0)
+
+    async def wait_for_count(
+        self, table: str, at_least: int, timeout_s: float, interval_s: float = 0.02
+    ) -> float:
+        """Poll until `table` holds `at_least` rows; the wall-clock time the poll saw it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            started = time.time()
+            if await self.count(table) >= at_least:
+                return started
+            if time.monotonic() > deadline:
+                found = await self.count(table)
+                raise BenchError(f"{table}: {found} of {at_least} rows after {timeout_s:.0f} s")
+            await asyncio.sleep(interval_s)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+# ---------------------------------------------------------------- broker
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        raise BenchError("mosquitto is not installed (looked on PATH and in /usr/sbin)")
+    return found
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{what} did not listen on {port}") from None
+            time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def private_broker(workdir: Path) -> Iterator[int]:
+    """Mosquitto from config/mosquitto/mosquitto.conf on a free local port; yields the port."""
+    port = free_port()
+    data = workdir / "mosquitto-data"
+    data.mkdir()
+    conf = workdir / "mosquitto.conf"
+    base = BASE_CONF.read_text(encoding="utf-8")
+    conf.write_text(derive_test_config(base, port=port, data_dir=data), encoding="utf-8")
+    log = workdir / "mosquitto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for_port(port, proc, log, "mosquitto")
+        yield port
+    finally:
+        _stop(proc)
+
+
+def mosquitto_version() -> str:
+    out = subprocess.run(
+        [mosquitto_binary(), "-h"], capture_output=True, text=True, check=False
+    ).stdout
+    return out.splitlines()[0].removeprefix("mosquitto version ").strip() if out else "?"
+
+
+# ---------------------------------------------------------------- the service
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    database_url: str
+    broker_port: int
+    batch_max_size: int
+    flush_ms: int
+    mqtt_enabled: bool = True
+
+
+class ServiceProcess:
+    """`python -m dho serve` in a clean environment (no inherited DHO_* variables, no .env)."""
+
+    def __init__(self, config: ServiceConfig, workdir: Path) -> None:
+        self.http_port = free_port()
+        self.workdir = workdir
+        self.log_path = workdir / "service.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DHO_")}
+        self.env.update(
+            {
+                "DHO_DATABASE_URL": config.database_url,
+                "DHO_DATABASE_AUTO_MIGRATE": "false",
+                "DHO_MQTT_ENABLED": str(config.mqtt_enabled).lower(),
+                "DHO_MQTT_URL": f"mqtt://127.0.0.1:{config.broker_port}",
+                "DHO_MQTT_EMBEDDED": "false",
+                "DHO_MQTT_CLIENT_ID": f"dho-bench-{uuid.uuid4().hex[:6]}",
+                "DHO_HTTP_PORT": str(self.http_port),
+                "DHO_BATCH_MAX_SIZE": str(config.batch_max_size),
+                "DHO_BATCH_FLUSH_MS": str(config.flush_ms),
+                "DHO_LOG_LEVEL": "WARNING",
+            }
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = 60) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dho", "serve"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the service exited:\n{self.log_tail()}")
+            if self.ready() is not None:
+                return
+            time.sleep(0.1)
+        raise BenchError(f"the service was not ready in {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def ready(self) -> dict[str, Any] | None:
+        """The /readyz body when the service is ready, else None."""
+        try:
+            response = httpx.get(f"{self.url}/readyz", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+    def ingest_stats(self) -> dict[str, int]:
+        body = self.ready()
+        return dict(body["ingest"]) if body else {}
+
+    def proc_status_kib(self, field: str) -> int:
+        """A `kB` field of /proc/<pid>/status, e.g. VmHWM (peak RSS) or VmRSS."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+        raise BenchError(f"{field} not in /proc/{self.pid}/status")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the service process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------- MQTT clients
+
+
+def mqtt_client(name: str, *, manual_ack: bool = False) -> paho.Client:
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{name}-{uuid.uuid4().hex[:6]}",
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    client.max_inflight_messages_set(RECEIVE_MAXIMUM)
+    return client
+
+
+def connect(client: paho.Client, port: int) -> None:
+    """Connect (MQTT 5, clean start) and start the network thread; wait for the CONNACK."""
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    client.connect("127.0.0.1", port, clean_start=True, properties=props)
+    client.loop_start()
+    if not connected.wait(10):
+        raise BenchError(f"no CONNACK from the broker on port {port}")
+
+
+def publish_all(port: int, topic: str, payloads: list[bytes]) -> float:
+    """Publish at QoS 1 as fast as the broker takes them; the wall-clock time of the first one.
+
+    Returns once the broker acknowledged every message.
+    """
+    client = mqtt_client("bench-pub")
+    connect(client, port)
+    try:
+        infos: list[paho.MQTTMessageInfo] = []
+        first = time.time()
+        for index, payload in enumerate(payloads):
+            if index >= PUBLISH_WINDOW:
+                infos[index - PUBLISH_WINDOW].wait_for_publish(timeout=120)
+            infos.append(client.publish(topic, payload, qos=1))
+        _await_pubacks(infos)
+        return first
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish_paced(
+    port: int, topic: str, make: Callable[[int, float], bytes], n: int, rate: float
+) -> None:
+    """Publish `n` messages at `rate` per second; `make(i, sent_at)` builds message i."""
+    client = mqtt_client("bench-pace")
+    connect(client, port)
+    try:
+        infos = []
+        start = time.monotonic()
+        for index in range(n):
+            delay = start + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            infos.append(client.publish(topic, make(index, time.time()), qos=1))
+        _await_pubacks(infos)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _await_pubacks(infos: list[paho.MQTTMessageInfo]) -> None:
+    for info in infos:
+        info.wait_for_publish(timeout=120)
+        if not info.is_published():
+            raise BenchError(f"the broker did not acknowledge message {info.mid}")
+
+
+def _raw_subscriber(port: int, topic: str, n: int, ready: Any, results: Any) -> None:
+    """Child process: receive `n` QoS 1 messages, PUBACK each at once, report the last time."""
+    done = threading.Event()
+    state = {"count": 0, "last": 0.0}
+    client = mqtt_client("bench-raw-sub", manual_ack=True)
+
+    def on_message(cli: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        cli.ack(msg.mid, msg.qos)
+        state["count"] += 1
+        if state["count"] == n:
+            state["last"] = time.time()
+            done.set()
+
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_subscribe = lambda *_args: subscribed.set()
+    connect(client, port)
+    client.subscribe(topic, qos=1)
+    subscribed.wait(10)
+    ready.set()
+    done.wait(600)
+    results.put({"received": state["count"], "last": state["last"]})
+    client.disconnect()
+    client.loop_stop()
+
+
+def raw_broker_throughput(port: int, topic: str, payloads: list[bytes]) -> dict[str, float]:
+    """Baseline: a paho subscriber in its own process that acknowledges on receipt, no DB."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    results = ctx.Queue()
+    child = ctx.Process(target=_raw_subscriber, args=(port, topic, len(payloads), ready, results))
+    child.start()
+    try:
+        if not ready.wait(30):
+            raise BenchError("the baseline subscriber did not subscribe")
+        first = publish_all(port, topic, payloads)
+        acked = time.time()
+        outcome = results.get(timeout=600)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    if outcome["received"] != len(payloads):
+        raise BenchError(f"baseline: {outcome['received']} of {len(payloads)} received")
+    elapsed = outcome["last"] - first
+    return {
+        "messages": len(payloads),
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(len(payloads) / elapsed, 1),
+        "publish_acked_s": round(acked - first, 3),
+    }
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def machine_info(database_url: str) -> dict[str, Any]:
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mosquitto": mosquitto_version(),
+        "database": _database_version(database_url),
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def _database_version(url: str) -> str:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        return f"SQLite {sqlite3.sqlite_version}"
+
+    async def version() -> str:
+        probe = Probe(url)
+        try:
+            return str(await probe.scalar("SHOW server_version")).split()[0]
+        finally:
+            await probe.close()
+
+    return f"PostgreSQL {asyncio.run(version())}"
+
+
+@contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        yield Path(path)
+
+
+def dump_json(results: dict[str, Any]) -> str:
+    return json.dumps(results, indent=2, sort_keys=False)
