@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,24 +374,35 @@ def publish_all(port: int, topic: str, payloads: list[bytes]) -> float:
         client.loop_stop()
 
 
-def publish_paced(
-    port: int, topic: str, make: Callable[[int, float], bytes], n: int, rate: float
-) -> None:
-    """Publish `n` messages at `rate` per second; `make(i, sent_at)` builds message i."""
+def _paced_publisher(port: int, topic: str, envelopes: list[dict[str, Any]], rate: float) -> None:
+    """Child process: publish each envelope at `rate` per second, stamped with `sent_at`."""
     client = mqtt_client("bench-pace")
     connect(client, port)
     try:
         infos = []
         start = time.monotonic()
-        for index in range(n):
+        for index, envelope in enumerate(envelopes):
             delay = start + index / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            infos.append(client.publish(topic, make(index, time.time()), qos=1))
+            envelope["sent_at"] = time.time()
+            payload = json.dumps(envelope, separators=(",", ":")).encode()
+            infos.append(client.publish(topic, payload, qos=1))
         _await_pubacks(infos)
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def start_paced_publisher(
+    port: int, topic: str, envelopes: list[dict[str, Any]], rate: float
+) -> multiprocessing.process.BaseProcess:
+    """Publish at a steady rate from a process of its own, so the benchmark's own work
+    (polling the database) cannot delay a publish and inflate the measured latency."""
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_paced_publisher, args=(port, topic, envelopes, rate))
+    child.start()
+    return child
 
 
 def _await_pubacks(infos: list[paho.MQTTMessageInfo]) -> None:

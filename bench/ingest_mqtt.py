@@ -35,8 +35,8 @@ from bench.common import (
     migrate_and_seed,
     private_broker,
     publish_all,
-    publish_paced,
     raw_broker_throughput,
+    start_paced_publisher,
     summary_ms,
     temp_database,
     workdir,
@@ -71,17 +71,20 @@ class Payloads:
     start: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(days=2))
     next_index: int = 0
 
-    def make(self, prefix: str, sent_at: float | None = None) -> bytes:
+    def envelope(self, prefix: str) -> dict[str, Any]:
+        """The next message; `sent_at` is set again by a publisher that measures latency."""
         i = self.next_index
         self.next_index += 1
         patient = i // 2 % PATIENTS + 1
         when = self.start + timedelta(seconds=i)
-        envelope: dict[str, Any] = {
+        return {
             "message_id": f"{prefix}-{self.run}-{i}",
-            "sent_at": sent_at if sent_at is not None else time.time(),
+            "sent_at": time.time(),
             "measurements": [self._measurement(i, patient, when)],
         }
-        return json.dumps(envelope, separators=(",", ":")).encode()
+
+    def make(self, prefix: str) -> bytes:
+        return json.dumps(self.envelope(prefix), separators=(",", ":")).encode()
 
     def _measurement(self, i: int, patient: int, when: datetime) -> dict[str, Any]:
         abnormal = self.alert_every > 0 and i % self.alert_every == 0
@@ -186,14 +189,12 @@ async def latency(
     """Publish-to-commit at a low rate, split into broker hop, batching + compute and commit."""
     watcher = CommitWatcher(probe, "lat-")
     await watcher.start_from_current()
-    publisher = threading.Thread(
-        target=publish_paced,
-        args=(port, topic, lambda _i, sent: payloads.make("lat", sent), n, rate),
-        daemon=True,
-    )
-    publisher.start()
-    await watcher.watch(n, timeout_s=60 + n / rate)
-    await asyncio.to_thread(publisher.join, 60)
+    envelopes = [payloads.envelope("lat") for _ in range(n)]
+    publisher = start_paced_publisher(port, topic, envelopes, rate)
+    try:
+        await watcher.watch(n, timeout_s=60 + n / rate)
+    finally:
+        await asyncio.to_thread(publisher.join, 60)
     rows = await probe.rows(
         "SELECT r.message_id, r.payload, r.received_at, o.last_updated FROM raw_message r "
         "JOIN observation o ON o.raw_message_id = r.id WHERE r.id > :first",

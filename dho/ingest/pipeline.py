@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.catalogue import Catalogue, load_catalogue
@@ -36,10 +37,16 @@ log = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
+    PoolTimeoutError,
     ConnectionError,
     TimeoutError,
     OSError,
 )
+
+# SQLSTATEs of a server that cannot serve right now: connection exceptions (08), insufficient
+# resources (53: too many connections, disk full) and 57P (shutting down, "the database
+# system is starting up"). Drivers report them as plain DBAPIError, not OperationalError.
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
 class ProcessingError(DataError):
@@ -88,9 +95,9 @@ class Pipeline:
         except IntegrityError:
             # Another writer stored one of these identities first: re-read and try again.
             log.info("batch of %d raced another writer; retrying", len(raws))
-        except INFRASTRUCTURE_ERRORS:
-            raise
-        except Exception:
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                raise
             log.exception("batch of %d failed; isolating its messages", len(raws))
         return [await self._isolate(raw) for raw in raws]
 
@@ -99,11 +106,11 @@ class Pipeline:
         for _attempt in range(2):
             try:
                 return (await self._commit([raw]))[0]
-            except INFRASTRUCTURE_ERRORS:
-                raise
             except IntegrityError:
                 continue
             except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
                 log.exception("message on %s quarantined as a processing error", raw.topic)
                 return await self._quarantine_processing_error(raw, exc)
         return await self._quarantine_processing_error(raw, RuntimeError("repeated conflict"))
@@ -190,6 +197,10 @@ class _Decoded:
 
 def is_infrastructure_error(exc: BaseException) -> bool:
     """True for failures worth retrying later (database or network down)."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(exc, INFRASTRUCTURE_ERRORS)

@@ -43,7 +43,14 @@ def evaluate(m: Measurement, thresholds: Thresholds) -> list[Decision]:
         Decision(
             kind=OUT_OF_RANGE,
             band=worst,
-            summary=f"{m.type}: {', '.join(flagged)} ({worst.label})",
+            summary=_summary(m.type, flagged, worst),
             details={name: band.label for name, (band, _, _) in bands.items()},
         )
     ]
+
+
+def _summary(type_key: str, flagged: list[str], band: Band) -> str:
+    """E.g. `oxygen-saturation 86 % (red)` or `blood-pressure: systolic 186 mm[Hg] (red)`."""
+    values = ", ".join(flagged)
+    prefix = "" if values.startswith(type_key) else f"{type_key}: "
+    return f"{prefix}{values} ({band.label})"
