@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for the read APIs (FHIR, alerts); required off loopback.",
     )
+    http_ingest_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="How long an ingest request waits for its commit."
+    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     clock_skew_max_s: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -54,10 +55,22 @@ async def ingest(
         message_id=idempotency_key,
     )
     try:
-        result = await rt.batcher.submit(raw)
+        result = await asyncio.wait_for(
+            asyncio.shield(rt.batcher.submit(raw)), rt.settings.http_ingest_timeout_s
+        )
     except BatcherStopped:
-        return problem(503, "unavailable", "Shutting down", "try again shortly")
+        return _unavailable("the service is shutting down")
+    except TimeoutError:
+        return _unavailable("the message is not stored yet (database slow or unreachable)")
     return _answer(result)
+
+
+def _unavailable(why: str) -> JSONResponse:
+    response = problem(
+        503, "unavailable", "Not stored", f"{why}; send it again: re-sends are de-duplicated"
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
