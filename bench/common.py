@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from dho.db.engine import create_engine, session_factory
 from dho.settings import Settings
 from tests.conftest import free_port
 from tests.mosquitto import BASE_CONF, derive_test_config
-from tests.support import Seeded, seed
+from tests.support import EUI64, Seeded, seed
 
 PG_ADMIN_URL = os.environ.get("DHO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RECEIVE_MAXIMUM = 1000  # the service's default DHO_MQTT_RECEIVE_MAXIMUM; the baseline uses it too
@@ -74,6 +76,61 @@ def summary_ms(values_s: list[float]) -> dict[str, float]:
         "p99": round(percentile(ms, 99), 2),
         "max": round(max(ms), 2) if ms else float("nan"),
     }
+
+
+# ---------------------------------------------------------------- payloads
+
+PATIENTS = 5  # the demo registry: patient k has BP monitor ...-0k-00-01 and oximeter ...-0k-00-02
+
+
+@dataclass
+class Payloads:
+    """dho-json envelopes, one measurement each, every one a distinct measurement identity."""
+
+    run: str
+    alert_every: int
+    start: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(days=2))
+    next_index: int = 0
+
+    def envelope(self, prefix: str) -> dict[str, Any]:
+        """The next message; `sent_at` is set again by a publisher that measures latency."""
+        i = self.next_index
+        self.next_index += 1
+        patient = i // 2 % PATIENTS + 1
+        when = self.start + timedelta(seconds=i)
+        return {
+            "message_id": f"{prefix}-{self.run}-{i}",
+            "sent_at": time.time(),
+            "measurements": [self._measurement(i, patient, when)],
+        }
+
+    def make(self, prefix: str) -> bytes:
+        return json.dumps(self.envelope(prefix), separators=(",", ":")).encode()
+
+    def _measurement(self, i: int, patient: int, when: datetime) -> dict[str, Any]:
+        abnormal = self.alert_every > 0 and i % self.alert_every == 0
+        base = {"time": when.isoformat(timespec="milliseconds")}
+        if i % 2 == 0:
+            systolic = 172 if abnormal else 118 + i % 25
+            return {
+                "device": {"system": EUI64, "value": f"00-1C-05-FF-FE-0{patient}-00-01"},
+                "type": "blood-pressure",
+                **base,
+                "components": {
+                    "systolic": {"value": systolic, "unit": "mm[Hg]"},
+                    "diastolic": {"value": 70 + i % 15, "unit": "mm[Hg]"},
+                },
+            }
+        return {
+            "device": {"system": EUI64, "value": f"00-1C-05-FF-FE-0{patient}-00-02"},
+            "type": "heart-rate",
+            **base,
+            "value": 135 if abnormal else 58 + i % 40,
+            "unit": "/min",
+        }
+
+    def batch(self, prefix: str, n: int) -> list[bytes]:
+        return [self.make(prefix) for _ in range(n)]
 
 
 # ---------------------------------------------------------------- database
@@ -178,8 +235,6 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: st
         if proc.poll() is not None:
             raise BenchError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            import socket
-
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
@@ -412,14 +467,22 @@ def _await_pubacks(infos: list[paho.MQTTMessageInfo]) -> None:
             raise BenchError(f"the broker did not acknowledge message {info.mid}")
 
 
-def _raw_subscriber(port: int, topic: str, n: int, ready: Any, results: Any) -> None:
-    """Child process: receive `n` QoS 1 messages, PUBACK each at once, report the last time."""
+def _raw_subscriber(
+    port: int, topic: str, n: int, with_latency: bool, ready: Any, results: Any
+) -> None:
+    """Child process: receive `n` QoS 1 messages and PUBACK each at once; no database.
+
+    Reports when the last one arrived and, `with_latency`, each message's receive time minus
+    the `sent_at` its publisher wrote into it.
+    """
     done = threading.Event()
-    state = {"count": 0, "last": 0.0}
+    state: dict[str, Any] = {"count": 0, "last": 0.0, "latencies": []}
     client = mqtt_client("bench-raw-sub", manual_ack=True)
 
     def on_message(cli: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         cli.ack(msg.mid, msg.qos)
+        if with_latency:
+            state["latencies"].append(time.time() - json.loads(msg.payload)["sent_at"])
         state["count"] += 1
         if state["count"] == n:
             state["last"] = time.time()
@@ -433,30 +496,37 @@ def _raw_subscriber(port: int, topic: str, n: int, ready: Any, results: Any) -> 
     subscribed.wait(10)
     ready.set()
     done.wait(600)
-    results.put({"received": state["count"], "last": state["last"]})
+    results.put(dict(state))
     client.disconnect()
     client.loop_stop()
 
 
-def raw_broker_throughput(port: int, topic: str, payloads: list[bytes]) -> dict[str, float]:
-    """Baseline: a paho subscriber in its own process that acknowledges on receipt, no DB."""
+@contextmanager
+def raw_subscriber(port: int, topic: str, n: int, *, with_latency: bool) -> Iterator[Any]:
+    """Run `_raw_subscriber` in a process of its own; yields the queue its outcome arrives on."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     results = ctx.Queue()
-    child = ctx.Process(target=_raw_subscriber, args=(port, topic, len(payloads), ready, results))
+    child = ctx.Process(target=_raw_subscriber, args=(port, topic, n, with_latency, ready, results))
     child.start()
     try:
         if not ready.wait(30):
             raise BenchError("the baseline subscriber did not subscribe")
-        first = publish_all(port, topic, payloads)
-        acked = time.time()
-        outcome = results.get(timeout=600)
+        yield results
     finally:
         child.join(timeout=30)
         if child.is_alive():
             child.kill()
-    if outcome["received"] != len(payloads):
-        raise BenchError(f"baseline: {outcome['received']} of {len(payloads)} received")
+
+
+def raw_broker_throughput(port: int, topic: str, payloads: list[bytes]) -> dict[str, float]:
+    """Baseline: N messages from a paho publisher to a paho subscriber that acks on receipt."""
+    with raw_subscriber(port, topic, len(payloads), with_latency=False) as results:
+        first = publish_all(port, topic, payloads)
+        acked = time.time()
+        outcome = results.get(timeout=600)
+    if outcome["count"] != len(payloads):
+        raise BenchError(f"baseline: {outcome['count']} of {len(payloads)} received")
     elapsed = outcome["last"] - first
     return {
         "messages": len(payloads),
@@ -464,6 +534,19 @@ def raw_broker_throughput(port: int, topic: str, payloads: list[bytes]) -> dict[
         "msgs_per_s": round(len(payloads) / elapsed, 1),
         "publish_acked_s": round(acked - first, 3),
     }
+
+
+def raw_broker_latency(
+    port: int, topic: str, envelopes: list[dict[str, Any]], rate: float
+) -> dict[str, float]:
+    """Baseline: publish-to-receive at a steady rate from the paced publisher, no service."""
+    with raw_subscriber(port, topic, len(envelopes), with_latency=True) as results:
+        publisher = start_paced_publisher(port, topic, envelopes, rate)
+        publisher.join(timeout=60 + len(envelopes) / rate)
+        outcome = results.get(timeout=60)
+    if outcome["count"] != len(envelopes):
+        raise BenchError(f"latency baseline: {outcome['count']} of {len(envelopes)} received")
+    return summary_ms(outcome["latencies"])
 
 
 # ---------------------------------------------------------------- the machine
@@ -476,6 +559,7 @@ def machine_info(database_url: str) -> dict[str, Any]:
         if line.startswith("MemTotal:")
     )
     return {
+        "busy_before": cpu_busy(),
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
@@ -483,7 +567,34 @@ def machine_info(database_url: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "mosquitto": mosquitto_version(),
         "database": _database_version(database_url),
+        "code": _code_revision(),
     }
+
+
+def _code_revision() -> str:
+    """The commit the service ran from, with `+dirty` when the work tree has changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"{commit}+dirty" if git("status", "--porcelain", "--", "dho") else commit
+
+
+def _cpu_times() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The fraction of all CPUs busy over `seconds`: load from elsewhere skews every figure."""
+    busy_a, total_a = _cpu_times()
+    time.sleep(seconds)
+    busy_b, total_b = _cpu_times()
+    return round((busy_b - busy_a) / max(1, total_b - total_a), 3)
 
 
 def _cpu_model() -> str:
@@ -513,6 +624,13 @@ def _database_version(url: str) -> str:
 def workdir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as path:
         yield Path(path)
+
+
+def busy_warning(machine: dict[str, Any]) -> list[str]:
+    busy = machine["busy_before"]
+    if busy < 0.1:
+        return []
+    return [f"WARNING: the machine was {busy:.0%} busy before the run; figures are skewed"]
 
 
 def dump_json(results: dict[str, Any]) -> str:

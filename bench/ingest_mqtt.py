@@ -22,30 +22,31 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bench.common import (
     BenchError,
+    Payloads,
     Probe,
     ServiceConfig,
     ServiceProcess,
+    busy_warning,
     dump_json,
     machine_info,
     migrate_and_seed,
     private_broker,
     publish_all,
+    raw_broker_latency,
     raw_broker_throughput,
     start_paced_publisher,
     summary_ms,
     temp_database,
     workdir,
 )
-from tests.support import EUI64
 
 WARMUP = 50
 POLL_S = 0.002  # the latency reader's polling interval
-PATIENTS = 5  # the demo registry: patient k has BP monitor ...-0k-00-01 and oximeter ...-0k-00-02
 
 
 @dataclass(frozen=True)
@@ -59,59 +60,6 @@ class Params:
     alert_every: int
 
 
-# ---------------------------------------------------------------- payloads
-
-
-@dataclass
-class Payloads:
-    """dho-json envelopes, one measurement each, every one a distinct measurement identity."""
-
-    run: str
-    alert_every: int
-    start: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(days=2))
-    next_index: int = 0
-
-    def envelope(self, prefix: str) -> dict[str, Any]:
-        """The next message; `sent_at` is set again by a publisher that measures latency."""
-        i = self.next_index
-        self.next_index += 1
-        patient = i // 2 % PATIENTS + 1
-        when = self.start + timedelta(seconds=i)
-        return {
-            "message_id": f"{prefix}-{self.run}-{i}",
-            "sent_at": time.time(),
-            "measurements": [self._measurement(i, patient, when)],
-        }
-
-    def make(self, prefix: str) -> bytes:
-        return json.dumps(self.envelope(prefix), separators=(",", ":")).encode()
-
-    def _measurement(self, i: int, patient: int, when: datetime) -> dict[str, Any]:
-        abnormal = self.alert_every > 0 and i % self.alert_every == 0
-        base = {"time": when.isoformat(timespec="milliseconds")}
-        if i % 2 == 0:
-            systolic = 172 if abnormal else 118 + i % 25
-            return {
-                "device": {"system": EUI64, "value": f"00-1C-05-FF-FE-0{patient}-00-01"},
-                "type": "blood-pressure",
-                **base,
-                "components": {
-                    "systolic": {"value": systolic, "unit": "mm[Hg]"},
-                    "diastolic": {"value": 70 + i % 15, "unit": "mm[Hg]"},
-                },
-            }
-        return {
-            "device": {"system": EUI64, "value": f"00-1C-05-FF-FE-0{patient}-00-02"},
-            "type": "heart-rate",
-            **base,
-            "value": 135 if abnormal else 58 + i % 40,
-            "unit": "/min",
-        }
-
-    def batch(self, prefix: str, n: int) -> list[bytes]:
-        return [self.make(prefix) for _ in range(n)]
-
-
 # ---------------------------------------------------------------- phases
 
 
@@ -122,9 +70,12 @@ async def service_throughput(
     before = await probe.count("observation")
     stats_before, cpu_before = service.ingest_stats(), service.cpu_seconds()
     published: dict[str, float] = {}
-    publisher = threading.Thread(
-        target=lambda: published.update(first=publish_all(port, topic, payloads)), daemon=True
-    )
+
+    def publish() -> None:
+        published["first"] = publish_all(port, topic, payloads)
+        published["acked"] = time.time()
+
+    publisher = threading.Thread(target=publish, daemon=True)
     publisher.start()
     timeout = 120 + len(payloads) / 100
     committed = await probe.wait_for_count("observation", before + len(payloads), timeout)
@@ -136,6 +87,7 @@ async def service_throughput(
         "messages": len(payloads),
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(len(payloads) / elapsed, 1),
+        "publish_acked_s": round(published["acked"] - published["first"], 3),
         "batches": batches,
         "avg_batch": round(len(payloads) / batches, 1) if batches else None,
         "cpu_s": round(cpu, 2),
@@ -280,6 +232,10 @@ def run(params: Params) -> dict[str, Any]:
                 sum(map(len, baseline_payloads)) / len(baseline_payloads)
             )
             results["baseline"] = raw_broker_throughput(port, topic, baseline_payloads)
+            envelopes = [payloads.envelope("blat") for _ in range(params.latency_messages)]
+            results["baseline"]["latency_ms"] = raw_broker_latency(
+                port, topic, envelopes, params.latency_rate
+            )
             config = ServiceConfig(url, port, params.batch_max_size, params.flush_ms)
             service = ServiceProcess(config, tmp)
             service.start()
@@ -305,13 +261,15 @@ def render(r: dict[str, Any]) -> str:
         f"DHO MQTT ingest — {m['database']}, {p['messages']} messages of ~{r['payload_bytes']} B, "
         f"batch {p['batch_max_size']} / flush {p['flush_ms']} ms",
         f"machine: {m['nproc']} CPU ({m['cpu']}), {m['ram_gib']} GiB, Python {m['python']}, "
-        f"Mosquitto {m['mosquitto']}",
+        f"Mosquitto {m['mosquitto']}; code {m['code']}",
+        *busy_warning(m),
         "",
         f"{'throughput':<44}{'msgs/s':>10}{'seconds':>10}{'of base':>9}",
         f"{'baseline: broker raw (paho -> paho, QoS 1)':<44}"
         f"{b['msgs_per_s']:>10,.0f}{b['seconds']:>10.2f}{'100%':>9}",
         f"{'service: first publish -> all committed':<44}"
         f"{s['msgs_per_s']:>10,.0f}{s['seconds']:>10.2f}{s['fraction_of_baseline']:>9.1%}",
+        f"  publisher done (broker PUBACKed all) after {s['publish_acked_s']:.2f} s",
         f"  batches {s['batches']} (avg {s['avg_batch']} msgs), service CPU {s['cpu_s']} s "
         f"({s['cpu_ms_per_msg']} ms/msg)",
         "",
@@ -319,12 +277,12 @@ def render(r: dict[str, Any]) -> str:
         f"(commit seen by a {lat['poll_ms']:g} ms poll)",
         f"{'':<44}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  ms",
     ]
-    for label, key in (
-        ("publish -> committed (visible to a reader)", "publish_to_commit_ms"),
-        ("publish -> received by the service", "publish_to_received_ms"),
-        ("publish -> record stage (before commit)", "publish_to_record_ms"),
+    for label, v in (
+        ("baseline: publish -> raw subscriber", b["latency_ms"]),
+        ("service: publish -> received", lat["publish_to_received_ms"]),
+        ("service: publish -> record stage", lat["publish_to_record_ms"]),
+        ("service: publish -> committed (visible)", lat["publish_to_commit_ms"]),
     ):
-        v = lat[key]
         lines.append(f"{label:<44}{v['p50']:>8.1f}{v['p95']:>8.1f}{v['p99']:>8.1f}{v['max']:>8.1f}")
     mem, st = r["memory"], r["stored"]
     lines += [

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import click
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from dho.settings import Settings, unknown_environment_names
 
 
 def _settings(**overrides: object) -> Settings:
-    unknown = unknown_environment_names(os.environ)
+    unknown = unknown_environment_names([*dotenv_values(".env"), *os.environ])
     if unknown:
         raise click.ClickException(
             f"unknown setting(s) {', '.join(unknown)}: see docs/operators.md for the names"
@@ -24,7 +25,8 @@ def _settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"DHO_{'_'.join(str(p) for p in err['loc']).upper() or '(settings)'}: {err['msg']}"
+            f"{'DHO_' + '_'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}"
+            f": {err['msg']}"
             for err in exc.errors()
         )
         raise click.ClickException(f"invalid settings: {problems}") from exc
@@ -98,6 +100,15 @@ def registry_import(bundle: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(report)
+
+
+@registry.command("organizations")
+def registry_organizations() -> None:
+    """List organisations with the ids other commands take (e.g. gateways create)."""
+    from dho.commands import list_organizations
+
+    for line in asyncio.run(list_organizations(_settings())):
+        click.echo(line)
 
 
 @main.group()

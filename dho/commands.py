@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
+
 from dho.db.engine import create_engine, session_factory
+from dho.db.models import Organization
 from dho.registry.gateways import create_gateway as create_gateway_row
 from dho.registry.importer import load_bundle_file
 from dho.settings import Settings
@@ -33,3 +36,18 @@ async def create_gateway(
             return await create_gateway_row(session, gateway_id, name, organizations)
     finally:
         await engine.dispose()
+
+
+async def list_organizations(settings: Settings) -> list[str]:
+    """One line per organisation: id, kind, numbers, name."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (await session.scalars(select(Organization).order_by(Organization.name))).all()
+    finally:
+        await engine.dispose()
+    return [
+        f"{o.id}  {o.kind:<16} org {o.org_number or '-':<9}  "
+        f"municipality {o.municipality_number or '-':<4}  {o.name}"
+        for o in rows
+    ]

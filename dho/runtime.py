@@ -46,7 +46,10 @@ class Runtime:
         return True
 
     def broker_ready(self) -> bool:
-        return self.listener is None or self.listener.connected
+        return self.listener is None or (self.listener.connected and self.listener.subscribed)
+
+    def ingest_running(self) -> bool:
+        return all(not task.done() for task in self.tasks)
 
 
 async def start(settings: Settings) -> Runtime:
@@ -63,7 +66,10 @@ async def start(settings: Settings) -> Runtime:
     rt.tasks.append(asyncio.create_task(batcher.run(), name="batcher"))
     if settings.mqtt_enabled:
         rt.broker = await ensure_broker(settings)
-        rt.listener = MqttListener(settings, batcher, mqtt_v5=rt.broker is None)
+        embedded = rt.broker is not None
+        if embedded and settings.mqtt_shared_group:
+            log.warning("the embedded broker has no shared subscriptions: subscribing plainly")
+        rt.listener = MqttListener(settings, batcher, embedded=embedded)
         rt.listener.start()
     if settings.webhook_url:
         rt.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)

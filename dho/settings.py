@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
     outbox_poll_s: float = Field(default=1.0, gt=0, le=60)
-    outbox_max_attempts: int = Field(default=8, ge=1, le=100)
-    outbox_backoff_base_s: float = Field(default=2.0, gt=0, le=3600)
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
+    outbox_backoff_base_s: float = Field(default=5.0, gt=0, le=3600)
     outbox_backoff_max_s: float = Field(default=900.0, gt=0, le=86_400)
     outbox_lease_s: float = Field(default=60.0, gt=0, le=3600)
 
@@ -173,15 +173,17 @@ class Settings(BaseSettings):
         return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
-def unknown_environment_names(environ: Mapping[str, str]) -> list[str]:
+def unknown_environment_names(environ: Iterable[str]) -> list[str]:
     """`DHO_*` variables that name no setting: almost always a typo worth failing on."""
     known = {f"DHO_{name.upper()}" for name in Settings.model_fields}
     return sorted(
-        name
-        for name in environ
-        if name.upper().startswith("DHO_")
-        and not name.upper().startswith("DHO_TEST_")
-        and name.upper() not in known
+        {
+            name
+            for name in environ
+            if name.upper().startswith("DHO_")
+            and not name.upper().startswith("DHO_TEST_")
+            and name.upper() not in known
+        }
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +36,11 @@ def test_registry_import_is_idempotent_and_gateway_keys_are_shown_once(tmp_path:
     assert "Patient: 0 created, 0 updated, 5 unchanged" in again.stdout
     assert all(" 0 created, 0 updated," in line for line in again.stdout.strip().splitlines())
 
-    with sqlite3.connect(tmp_path / "cli.sqlite3") as db:
-        [(org,)] = db.execute(
-            "SELECT id FROM organization WHERE kind = 'municipality' AND municipality_number = '1804'"
-        ).fetchall()
+    listed = _dho(["registry", "organizations"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [bodo] = [line for line in listed.stdout.splitlines() if "Bodø kommune" in line]
+    org = bodo.split()[0]
+    assert "municipality 1804" in bodo
     created = _dho(["gateways", "create", "tablet-fleet", "--organization", org], tmp_path)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]

@@ -43,7 +43,7 @@ def test_demo_streams_simulated_patients_until_alerts_appear(tmp_path: Path) -> 
         patients = {a["patient"] for a in alerts}
         assert len(patients) == 1, "only the deteriorating patient should raise alerts"
         ready = httpx.get(f"{base}/readyz").json()
-        assert ready["checks"] == {"database": "ok", "mqtt": "ok"}
+        assert ready["checks"] == {"database": "ok", "mqtt": "ok", "workers": "ok"}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -308,7 +308,7 @@ async def test_health_and_readiness(stack_settings: Settings, sessions_for: Any)
     async with running_service(stack_settings) as base, httpx.AsyncClient(base_url=base) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await wait_for(lambda: _ready(client), timeout_s=10)
-        assert ready["checks"] == {"database": "ok", "mqtt": "ok"}
+        assert ready["checks"] == {"database": "ok", "mqtt": "ok", "workers": "ok"}
 
 
 async def _ready(client: httpx.AsyncClient) -> dict[str, Any] | None:

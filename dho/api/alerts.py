@@ -22,7 +22,7 @@ async def list_alerts(
     request: Request,
     db: Annotated[AsyncSession, Depends(session)],
     status: Annotated[str | None, Query(max_length=32)] = None,
-    patient: Annotated[str | None, Query(max_length=64)] = None,
+    patient: Annotated[str | None, Query(max_length=72)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     """Alerts, newest first; filter by status or patient."""
@@ -32,7 +32,7 @@ async def list_alerts(
     if status:
         query = query.where(Alert.status == status)
     if patient:
-        query = query.where(Alert.patient_id == patient)
+        query = query.where(Alert.patient_id == patient.removeprefix("Patient/"))
     rows = (await db.scalars(query)).all()
     return JSONResponse({"alerts": [_alert_json(a) for a in rows]})
 

@@ -22,7 +22,8 @@ async def readyz(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = {
         "database": "ok" if await rt.database_ready() else "unreachable",
-        "mqtt": "ok" if rt.broker_ready() else "disconnected",
+        "mqtt": "ok" if rt.broker_ready() else "not subscribed",
+        "workers": "ok" if rt.ingest_running() else "stopped",
     }
     ready = all(v == "ok" for v in checks.values())
     stats = rt.batcher.stats

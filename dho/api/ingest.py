@@ -14,6 +14,7 @@ from dho.api.deps import bearer_token, runtime, session
 from dho.api.problems import problem
 from dho.ingest.batcher import BatcherStopped
 from dho.ingest.measurement import RawMessage
+from dho.ingest.pipeline import is_infrastructure_error
 from dho.ingest.plan import ItemResult, MessageResult
 from dho.registry.gateways import authenticate
 
@@ -34,8 +35,14 @@ async def ingest(
     """Store a gateway's message and answer with a receipt per measurement."""
     rt = runtime(request)
     token = bearer_token(request)
-    gateway = await authenticate(db, token) if token else None
-    await db.close()
+    try:
+        gateway = await authenticate(db, token) if token else None
+    except Exception as exc:
+        if not is_infrastructure_error(exc):
+            raise
+        return _unavailable("the database is unreachable")
+    finally:
+        await db.close()
     if gateway is None:
         return problem(401, "unauthorized", "Unauthorized", "a valid gateway key is required")
     if adapter not in rt.reference.adapters.names():

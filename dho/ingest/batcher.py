@@ -112,6 +112,7 @@ class Batcher:
         return batch
 
     async def _process(self, batch: list[_Pending]) -> None:
+        """Commit the batch, retrying until it succeeds: nothing is answered before that."""
         raws = [pending.raw for pending in batch]
         attempt = 0
         while True:
@@ -120,12 +121,13 @@ class Batcher:
                 results = await self._pipeline.process(raws)
                 break
             except Exception as exc:
-                if not is_infrastructure_error(exc):
-                    raise
                 attempt += 1
                 self.stats.retries += 1
                 delay = min(self._retry_max_s, self._retry_base_s * 2 ** min(attempt, 16))
-                log.warning("storing a batch failed (%s); retrying in %.1f s", exc, delay)
+                if is_infrastructure_error(exc):
+                    log.warning("storing a batch failed (%s); retrying in %.1f s", exc, delay)
+                else:
+                    log.exception("storing a batch failed unexpectedly; retrying in %.1f s", delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         self._record_stats(len(batch), started)
         for pending, result in zip(batch, results, strict=True):

@@ -12,6 +12,8 @@ from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement, Quantity, RawMessage
 
 MAX_ITEMS_PER_MESSAGE = 1000
+MAX_ID_LENGTH = 200
+MAX_TYPE_LENGTH = 64
 
 
 class DecodeError(DataError):
@@ -24,8 +26,10 @@ def decode(raw: RawMessage, catalogue: AdapterCatalogue) -> tuple[str | None, li
     document = _parse_json(raw.payload)
     items = _items(document, adapter)
     message_id = first(document, adapter.message_id) if adapter.message_id else None
-    if message_id is not None and not isinstance(message_id, str | int):
-        raise DecodeError("message_id must be a string")
+    if message_id is not None and (
+        not isinstance(message_id, str | int) or not 0 < len(str(message_id)) <= MAX_ID_LENGTH
+    ):
+        raise DecodeError(f"message_id must be a string of 1 to {MAX_ID_LENGTH} characters")
     measurements = [_measurement(item, index, adapter) for index, item in enumerate(items)]
     return (str(message_id) if message_id is not None else None), measurements
 
@@ -63,16 +67,16 @@ def _measurement(item: Any, index: int, adapter: Adapter) -> Measurement:
     if not isinstance(item, dict):
         raise DecodeError(f"{where}: expected an object")
     fields = adapter.fields
-    device_id = _text(first(item, fields["device_id"]), f"{where}: device")
+    device_id = _text(first(item, fields["device_id"]), f"{where}: device", MAX_ID_LENGTH)
     system = first(item, fields.get("device_system", ())) or adapter.defaults.get("device_system")
-    source_type = _text(first(item, fields["type"]), f"{where}: type")
+    source_type = _text(first(item, fields["type"]), f"{where}: type", MAX_TYPE_LENGTH)
     components = first(item, fields.get("components", ()))
     value = first(item, fields.get("value", ()))
     unit = first(item, fields.get("unit", ()))
     if components is None and value is None:
         raise DecodeError(f"{where}: neither a value nor components")
     return Measurement(
-        device_system=_text(system, f"{where}: device system"),
+        device_system=_text(system, f"{where}: device system", MAX_ID_LENGTH),
         device_id=device_id,
         type=adapter.types.get(source_type, source_type),
         effective=_time(first(item, fields["time"]), where),
@@ -81,10 +85,12 @@ def _measurement(item: Any, index: int, adapter: Adapter) -> Measurement:
     )
 
 
-def _text(value: Any, what: str) -> str:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise DecodeError(f"{what} is missing or not a string")
+def _text(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DecodeError(f"{what} is missing or not a string")
+    if len(value.strip()) > max_length:
+        raise DecodeError(f"{what} is longer than {max_length} characters")
+    return value.strip()
 
 
 def _time(value: Any, where: str) -> datetime:

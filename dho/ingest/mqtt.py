@@ -27,10 +27,11 @@ from dho.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def ingest_topic_filter(settings: Settings) -> str:
+def ingest_topic_filter(settings: Settings, *, shared: bool = True) -> str:
     """The subscription: `<prefix>/in/{gateway}/{adapter}`, shared when a group is set."""
     topic = f"{settings.mqtt_topic_prefix}/in/+/+"
-    return f"$share/{settings.mqtt_shared_group}/{topic}" if settings.mqtt_shared_group else topic
+    group = settings.mqtt_shared_group if shared else ""
+    return f"$share/{group}/{topic}" if group else topic
 
 
 def parse_topic(settings: Settings, topic: str) -> tuple[str, str]:
@@ -45,13 +46,16 @@ def parse_topic(settings: Settings, topic: str) -> tuple[str, str]:
 class MqttListener:
     """Subscribes to the ingest topics and feeds every message to the batcher."""
 
-    def __init__(self, settings: Settings, batcher: Batcher, *, mqtt_v5: bool = True) -> None:
+    def __init__(self, settings: Settings, batcher: Batcher, *, embedded: bool = False) -> None:
         self._settings = settings
         self._batcher = batcher
-        self._mqtt_v5 = mqtt_v5
+        # The embedded broker (amqtt) speaks MQTT 3.1.1 only and knows no shared subscriptions.
+        self._mqtt_v5 = not embedded
+        self._topic = ingest_topic_filter(settings, shared=not embedded)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self.connected = False
+        self.subscribed = False
         self.received = 0
         self.acknowledged = 0
         self._client = self._make_client()
@@ -84,6 +88,7 @@ class MqttListener:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -109,6 +114,7 @@ class MqttListener:
         self._client.disconnect()
         self._client.loop_stop()
         self.connected = False
+        self.subscribed = False
 
     def _on_connect(
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
@@ -117,21 +123,29 @@ class MqttListener:
             log.error("MQTT broker refused the connection: %s", reason)
             return
         self.connected = True
-        topic = ingest_topic_filter(self._settings)
-        client.subscribe(topic, qos=1)
+        client.subscribe(self._topic, qos=1)
         log.info(
-            "MQTT connected to %s:%d as %s, subscribed to %s",
+            "MQTT connected to %s:%d as %s, subscribing to %s",
             self._settings.mqtt_host,
             self._settings.mqtt_port,
             self._settings.mqtt_client_id,
-            topic,
+            self._topic,
         )
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        failed = [reason for reason in reasons if reason.is_failure]
+        self.subscribed = not failed
+        if failed:
+            log.error("MQTT broker refused the subscription to %s: %s", self._topic, failed[0])
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _p: Any
     ) -> None:
         self._generation += 1
         self.connected = False
+        self.subscribed = False
         log.warning("MQTT disconnected (%s); reconnecting", reason)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:

@@ -82,7 +82,7 @@ def normalise(m: Measurement, catalogue: Catalogue, limits: PlausibilityLimits) 
     try:
         mtype = catalogue.get(m.type)
     except KeyError:
-        raise UnitError(f"unknown measurement type {m.type!r}") from None
+        raise UnitError(f"unknown measurement type {m.type!r}", code="unknown-type") from None
     bounds = limits.get(m.type)
     if mtype.is_panel:
         return _normalise_panel(m, mtype, bounds)

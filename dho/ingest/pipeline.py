@@ -103,7 +103,7 @@ class Pipeline:
 
     async def _isolate(self, raw: RawMessage) -> MessageResult:
         """Process one message alone; if it still fails unexpectedly, quarantine it."""
-        for _attempt in range(2):
+        for _attempt in range(3):
             try:
                 return (await self._commit([raw]))[0]
             except IntegrityError:
@@ -111,6 +111,8 @@ class Pipeline:
             except Exception as exc:
                 if is_infrastructure_error(exc):
                     raise
+                if is_transient_conflict(exc):
+                    continue
                 log.exception("message on %s quarantined as a processing error", raw.topic)
                 return await self._quarantine_processing_error(raw, exc)
         return await self._quarantine_processing_error(raw, RuntimeError("repeated conflict"))
@@ -118,14 +120,24 @@ class Pipeline:
     async def _quarantine_processing_error(
         self, raw: RawMessage, exc: BaseException
     ) -> MessageResult:
-        plan = MessagePlan(raw=raw, error=ProcessingError(f"{type(exc).__name__}: {exc}"))
+        message_id = raw.message_id or self._message_id(raw)
+        error = processing_error(exc)
+        plan = MessagePlan(raw=raw, message_id=message_id, error=error)
+        keys = [(raw.gateway, message_id)] if message_id else []
         async with self._sessions() as session, session.begin():
-            existing = await load_existing(session, [], [])
+            existing = await load_existing(session, keys, [])
             return (
                 await record(
                     session, [plan], existing, targets=self._targets, now=datetime.now(UTC)
                 )
             )[0]
+
+    def _message_id(self, raw: RawMessage) -> str | None:
+        """The payload's message id, when it can be read at all (for de-duplicating)."""
+        try:
+            return decode(raw, self._reference.adapters)[0]
+        except Exception:  # the message is broken; it is quarantined without an id
+            return None
 
     async def _commit(self, raws: list[RawMessage]) -> list[MessageResult]:
         async with self._sessions() as session, session.begin():
@@ -156,7 +168,7 @@ class Pipeline:
             return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=error))
         except Exception as exc:  # isolate a poison message from its batch
             log.exception("decoding a message on %s failed unexpectedly", raw.topic)
-            failure = ProcessingError(f"{type(exc).__name__}: {exc}")
+            failure = processing_error(exc)
             return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=failure))
         plan = MessagePlan(raw=raw, message_id=raw.message_id or message_id)
         return _Decoded(plan, measurements, organizations)
@@ -181,7 +193,7 @@ class Pipeline:
                 item.error = error
             except Exception as exc:
                 log.exception("measurement %d on %s failed unexpectedly", index, plan.raw.topic)
-                item.error = ProcessingError(f"{type(exc).__name__}: {exc}")
+                item.error = processing_error(exc)
             plan.items.append(item)
         return plan
 
@@ -193,6 +205,21 @@ class _Decoded:
     plan: MessagePlan
     measurements: list[Measurement] = field(default_factory=list)
     organizations: set[str] = field(default_factory=set)
+
+
+def processing_error(exc: BaseException) -> ProcessingError:
+    """The reason stored and answered for an unexpected failure: no SQL, no payload."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return ProcessingError(
+        f"unexpected {type(cause).__name__} while processing this message; "
+        "it is kept in quarantine and the service log has the details"
+    )
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure: running the same work again can succeed."""
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate in ("40001", "40P01")
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:

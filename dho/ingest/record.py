@@ -58,7 +58,7 @@ async def record(
         if key is not None and key in existing.message_ids:
             stored.append((plan, None))
             continue
-        if key is not None:
+        if key is not None and plan.error is None:
             existing.message_ids.add(key)
         stored.append((plan, _raw_row(plan)))
     session.add_all([row for _, row in stored if row is not None])
@@ -80,7 +80,8 @@ def _raw_row(plan: MessagePlan) -> RawMessage:
         topic=raw.topic[:300],
         gateway_id=raw.gateway[:64],
         adapter=raw.adapter[:64],
-        message_id=plan.message_id,
+        # A rejected message does not use up its id: the gateway may send it again, fixed.
+        message_id=plan.message_id if plan.error is None else None,
         received_at=raw.received_at,
         payload=raw.payload,
     )
