@@ -45,6 +45,7 @@ class Claimed:
     target: str
     payload: str
     attempts: int
+    worker: str
 
 
 async def claim_due(
@@ -79,7 +80,7 @@ async def claim_due(
             OutboxDelivery.attempts,
         )
     )
-    return [Claimed(*row) for row in claimed]
+    return [Claimed(*row, worker=worker) for row in claimed]
 
 
 async def record_attempt(
@@ -89,7 +90,11 @@ async def record_attempt(
     policy: RetryPolicy,
     now: datetime,
 ) -> str:
-    """Store the attempt and the delivery's next state: delivered, pending again, or dead."""
+    """Store the attempt and the delivery's next state: delivered, pending again, or dead.
+
+    The state changes only while this worker still holds the claim: a send that outlasted
+    its lease is recorded as an attempt but decides nothing (another worker owns it now).
+    """
     attempts = delivery.attempts + 1
     session.add(
         DeliveryAttempt(
@@ -111,9 +116,18 @@ async def record_attempt(
         )
     else:
         values.update(next_attempt_at=now + policy.delay(attempts), last_error=outcome.error)
-    await session.execute(
-        update(OutboxDelivery).where(OutboxDelivery.id == delivery.id).values(**values)
+    changed = await session.execute(
+        update(OutboxDelivery)
+        .where(
+            OutboxDelivery.id == delivery.id,
+            OutboxDelivery.claimed_by == delivery.worker,
+            OutboxDelivery.status == "pending",
+        )
+        .values(**values)
     )
+    if getattr(changed, "rowcount", 1) == 0:
+        log.warning("delivery %s: claim lost before the attempt was recorded", delivery.id)
+        return "claim-lost"
     return str(values.get("status", "pending"))
 
 

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dho.alerts.outbox import RetryPolicy, claim_due, deliver_due
-from dho.alerts.webhook import WebhookSender
+from dho.alerts.outbox import RetryPolicy, claim_due, deliver_due, record_attempt
+from dho.alerts.webhook import SendOutcome, WebhookSender
 from dho.db.models import DeliveryAttempt, OutboxDelivery
 from dho.ingest.measurement import RawMessage
 from dho.ingest.pipeline import Pipeline, ReferenceData
@@ -297,6 +297,29 @@ async def test_a_lease_keeps_others_away_until_it_expires(
     after_expiry = now + LEASE + timedelta(seconds=1)
     assert await claim(sessions, "w4", 40, now=after_expiry) == due
     assert set((await claimed_by(sessions)).values()) == {"w4"}
+
+
+async def test_a_worker_that_lost_its_claim_decides_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    [delivery_id] = await insert_due(sessions, 1)
+    policy = RetryPolicy(max_attempts=1, base_s=1.0, max_s=1.0)
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        [slow] = await claim_due(session, "slow", now, LEASE, 1)
+    async with sessions() as session, session.begin():
+        [fast] = await claim_due(session, "fast", now + LEASE + timedelta(seconds=1), LEASE, 1)
+    async with sessions() as session, session.begin():
+        ok = SendOutcome(True, 204, 5)
+        assert await record_attempt(session, fast, ok, policy, now) == "delivered"
+    async with sessions() as session, session.begin():
+        failed = SendOutcome(False, 503, 5, "HTTP 503")
+        assert await record_attempt(session, slow, failed, policy, now) == "claim-lost"
+    async with sessions() as session:
+        row = await session.get(OutboxDelivery, delivery_id)
+        attempts = (await session.scalars(select(DeliveryAttempt.outcome))).all()
+    assert row is not None and row.status == "delivered" and row.attempts == 1
+    assert sorted(attempts) == ["error", "ok"]  # both sends are audited
 
 
 # ---------------------------------------------------------------- backoff
