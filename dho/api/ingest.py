@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dho.api.deps import bearer_token, runtime, session
 from dho.api.problems import problem
 from dho.ingest.batcher import BatcherStopped
+from dho.ingest.failures import is_infrastructure_error
 from dho.ingest.measurement import RawMessage
-from dho.ingest.pipeline import is_infrastructure_error
 from dho.ingest.plan import ItemResult, MessageResult
 from dho.registry.gateways import authenticate
 

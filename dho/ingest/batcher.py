@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dho.ingest.failures import is_infrastructure_error
 from dho.ingest.measurement import RawMessage
-from dho.ingest.pipeline import Pipeline, is_infrastructure_error
+from dho.ingest.pipeline import Pipeline
 from dho.ingest.plan import MessageResult
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.catalogue import Catalogue, load_catalogue
@@ -22,6 +21,7 @@ from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
 from dho.ingest.context import load_existing, load_gateways, load_registry
 from dho.ingest.decode import decode
 from dho.ingest.errors import DataError
+from dho.ingest.failures import is_infrastructure_error, is_transient_conflict, processing_error
 from dho.ingest.measurement import Measurement, RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
@@ -33,24 +33,6 @@ from dho.rules.thresholds import Thresholds, load_thresholds
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
-
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    PoolTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-
-# SQLSTATEs of a server that cannot serve right now: connection exceptions (08), insufficient
-# resources (53: too many connections, disk full) and 57P (shutting down, "the database
-# system is starting up"). Drivers report them as plain DBAPIError, not OperationalError.
-UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
-
-
-class ProcessingError(DataError):
-    code = "processing-error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,29 +187,3 @@ class _Decoded:
     plan: MessagePlan
     measurements: list[Measurement] = field(default_factory=list)
     organizations: set[str] = field(default_factory=set)
-
-
-def processing_error(exc: BaseException) -> ProcessingError:
-    """The reason stored and answered for an unexpected failure: no SQL, no payload."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    return ProcessingError(
-        f"unexpected {type(cause).__name__} while processing this message; "
-        "it is kept in quarantine and the service log has the details"
-    )
-
-
-def is_transient_conflict(exc: BaseException) -> bool:
-    """A deadlock or serialisation failure: running the same work again can succeed."""
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate in ("40001", "40P01")
-
-
-def is_infrastructure_error(exc: BaseException) -> bool:
-    """True for failures worth retrying later (database or network down)."""
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
-            return True
-    return isinstance(exc, INFRASTRUCTURE_ERRORS)

@@ -24,9 +24,10 @@ from dho.db.engine import create_engine, session_factory
 from dho.db.models import Alert, ObservationRow, Quarantine, RawMessage
 from dho.ingest import pipeline as pipeline_module
 from dho.ingest.batcher import Batcher
+from dho.ingest.failures import is_infrastructure_error
 from dho.ingest.measurement import Measurement
 from dho.ingest.measurement import RawMessage as Raw
-from dho.ingest.pipeline import Pipeline, ReferenceData, is_infrastructure_error
+from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.plan import MessagePlan, MessageResult
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
