@@ -38,25 +38,25 @@ class SimulatedDevice:
 def readings(device: SimulatedDevice, step: int, rng: random.Random) -> list[dict[str, Any]]:
     """The dho-json measurements `device` sends at `step` (0, 1, 2, ...)."""
     now = datetime.now(UTC).astimezone(OSLO).isoformat(timespec="milliseconds")
-    worse = min(step, 10) if device.deteriorating else 0
+    worse = min(step, 8) if device.deteriorating else 0  # red from about the 7th reading
     base = {"device": {"system": device.system, "value": device.identifier}, "time": now}
     if device.type_code == BLOOD_PRESSURE_MONITOR:
-        systolic = 132 + 5 * worse + rng.randint(-6, 6)
-        diastolic = 82 + 3 * worse + rng.randint(-4, 4)
+        systolic = 132 + 7 * worse + rng.randint(-6, 6)
+        diastolic = 82 + 4 * worse + rng.randint(-4, 4)
         component = {
             "systolic": {"value": systolic, "unit": "mm[Hg]"},
             "diastolic": {"value": diastolic, "unit": "mm[Hg]"},
         }
         return [{**base, "type": "blood-pressure", "components": component}]
     if device.type_code == PULSE_OXIMETER:
-        spo2 = min(99, 96 - worse + rng.randint(-1, 1))
-        pulse = 72 + 5 * worse + rng.randint(-5, 5)
+        spo2 = min(99, 96 - worse * 5 // 4 + rng.randint(-1, 1))
+        pulse = 72 + 6 * worse + rng.randint(-5, 5)
         return [
             {**base, "type": "oxygen-saturation", "value": spo2, "unit": "%"},
             {**base, "type": "heart-rate", "value": pulse, "unit": "/min"},
         ]
     if device.type_code == WEIGHING_SCALE:
-        weight = round(78.0 + 0.2 * worse + rng.uniform(-0.3, 0.3), 1)
+        weight = round(78.0 + 0.3 * worse + rng.uniform(-0.3, 0.3), 1)
         return [{**base, "type": "body-weight", "value": weight, "unit": "kg"}]
     return []
 
