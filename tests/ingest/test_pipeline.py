@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.db.engine import create_engine, session_factory
-from dho.db.models import Alert, ObservationRow, Quarantine, RawMessage
+from dho.db.models import Alert, ObservationRow, ObservationVersion, Quarantine, RawMessage
 from dho.ingest import pipeline as pipeline_module
 from dho.ingest.batcher import Batcher
 from dho.ingest.failures import is_infrastructure_error
@@ -498,3 +498,21 @@ async def test_batcher_closes_batches_at_the_size_limit(
     assert batcher.stats.batches >= 3 and batcher.stats.messages == 50
     assert sum(sizes) == 50 and max(sizes) <= 20 and len(sizes) == batcher.stats.batches
     assert await count(sessions, ObservationRow) == 50
+
+
+async def test_a_reading_corrected_within_one_batch_is_one_observation_in_two_versions(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    await seed(sessions)
+    when = minutes_ago(7)
+    results = await pipeline.process([bp(185, 90, when), bp(186, 90, when), bp(186, 90, when)])
+    assert [r.items[0].status for r in results] == ["created", "corrected", "duplicate"]
+    assert [r.items[0].version_id for r in results] == [1, 2, 2]
+    assert fallbacks(caplog) == []  # one commit, no conflict
+    async with sessions() as session:
+        [row] = (await session.scalars(select(ObservationRow))).all()
+        versions = (await session.scalars(select(ObservationVersion.version_id))).all()
+        alerts = (await session.scalars(select(Alert))).all()
+    assert row.version_id == 2 and '"value":186' in row.resource
+    assert sorted(versions) == [1, 2]
+    assert len(alerts) == 1 and alerts[0].observation_id == row.id
