@@ -12,6 +12,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -71,12 +72,11 @@ def base_settings(tmp_path: Path, **overrides: object) -> Settings:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session; dropped afterwards."""
-    host_ok = port_open("127.0.0.1", 5432)
-    require(host_ok, "PostgreSQL on 127.0.0.1:5432")
-    name = f"dho_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own (SQLAlchemy URL), dropped afterwards."""
+    require(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)
@@ -87,10 +87,18 @@ def pg_database() -> Iterator[str]:
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
-    migrate.upgrade(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session; dropped afterwards."""
+    with scratch_pg_database("dho_test") as url:
+        migrate.upgrade(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+        yield url
 
 
 @pytest.fixture(scope="session")

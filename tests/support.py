@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.app import create_app
+from dho.ingest.measurement import RawMessage
 from dho.registry.gateways import create_gateway
 from dho.registry.importer import import_bundle
 from dho.settings import Settings
@@ -27,6 +29,33 @@ EUI64 = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
 BP_MONITOR = "00-1C-05-FF-FE-01-00-01"  # patient 1 (Bodø + centre + hospital unit)
 OXIMETER = "00-1C-05-FF-FE-01-00-02"
 GATEWAY = "test-hub"
+
+
+def blood_pressure(
+    systolic: int, diastolic: int, when: datetime, *, device: str = BP_MONITOR
+) -> dict[str, Any]:
+    """A dho-json blood-pressure measurement."""
+    return {
+        "device": {"system": EUI64, "value": device},
+        "type": "blood-pressure",
+        "time": when.isoformat(timespec="milliseconds"),
+        "components": {
+            "systolic": {"value": systolic, "unit": "mm[Hg]"},
+            "diastolic": {"value": diastolic, "unit": "mm[Hg]"},
+        },
+    }
+
+
+def raw_message(body: Any, *, gateway: str = GATEWAY) -> RawMessage:
+    """`body` as the HTTP transport would hand it to the pipeline."""
+    return RawMessage(
+        payload=json.dumps(body).encode(),
+        transport="http",
+        topic="/ingest/dho-json",
+        gateway=gateway,
+        adapter="dho-json",
+        received_at=datetime.now(UTC),
+    )
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,10 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import asyncpg
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import inspect
@@ -24,7 +22,7 @@ from dho.db import migrate
 from dho.db.engine import create_engine
 from dho.ingest.embedded_broker import BrokerPortTaken, ensure_broker, probe
 from dho.settings import Settings, unknown_environment_names
-from tests.conftest import PG_ADMIN_URL, base_settings, free_port, port_open, require
+from tests.conftest import base_settings, free_port, scratch_pg_database
 
 
 def _run_dho(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -42,20 +40,8 @@ def _run_dho(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comp
 @pytest.fixture
 def empty_pg_database() -> Iterator[str]:
     """A PostgreSQL database with no schema at all."""
-    require(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
-    name = f"dho_empty_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_pg_database("dho_empty") as url:
+        yield url
 
 
 def test_postgres_with_an_old_schema_refuses_to_start_and_names_the_command(

@@ -27,12 +27,14 @@ from tests.conftest import base_settings, free_port
 from tests.fhir_checks import assert_valid_fhir_json
 from tests.support import (
     BP_MONITOR,
-    EUI64,
     Seeded,
     WebhookReceiver,
     running_service,
     seed,
     wait_for,
+)
+from tests.support import (
+    blood_pressure as bp_reading,
 )
 
 SECRET = "test-webhook-secret"
@@ -79,16 +81,9 @@ async def sessions_for(stack_settings: Settings) -> Any:
 def blood_pressure(
     systolic: int, diastolic: int, *, device: str = BP_MONITOR, when: datetime | None = None
 ) -> dict[str, Any]:
+    """A reading a minute old, in Oslo time unless `when` says otherwise."""
     moment = when or datetime.now(UTC).astimezone(_oslo()) - timedelta(minutes=1)
-    return {
-        "device": {"system": EUI64, "value": device},
-        "type": "blood-pressure",
-        "time": moment.isoformat(timespec="milliseconds"),
-        "components": {
-            "systolic": {"value": systolic, "unit": "mm[Hg]"},
-            "diastolic": {"value": diastolic, "unit": "mm[Hg]"},
-        },
-    }
+    return bp_reading(systolic, diastolic, moment, device=device)
 
 
 def _oslo() -> Any:

@@ -24,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.alerts.outbox import RetryPolicy, claim_due, deliver_due, record_attempt
 from dho.alerts.webhook import SendOutcome, WebhookSender
 from dho.db.models import DeliveryAttempt, OutboxDelivery
-from dho.ingest.measurement import RawMessage
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from tests.conftest import base_settings, free_port
-from tests.support import BP_MONITOR, EUI64, GATEWAY, WebhookReceiver, seed, wait_for
+from tests.support import WebhookReceiver, blood_pressure, raw_message, seed, wait_for
 
 SECRET = "outbox-test-secret"
 LEASE = timedelta(seconds=30)
@@ -52,23 +51,7 @@ async def alert_delivery(
     settings = base_settings(tmp_path, database_url=database_url, webhook_url=url)
     await seed(sessions)
     when = datetime.now(UTC) - timedelta(minutes=2)
-    body = {
-        "device": {"system": EUI64, "value": BP_MONITOR},
-        "type": "blood-pressure",
-        "time": when.isoformat(timespec="milliseconds"),
-        "components": {
-            "systolic": {"value": 190, "unit": "mm[Hg]"},
-            "diastolic": {"value": 110, "unit": "mm[Hg]"},
-        },
-    }
-    message = RawMessage(
-        payload=json.dumps(body).encode(),
-        transport="http",
-        topic="/ingest/dho-json",
-        gateway=GATEWAY,
-        adapter="dho-json",
-        received_at=datetime.now(UTC),
-    )
+    message = raw_message(blood_pressure(190, 110, when))
     pipeline = Pipeline(settings, sessions, ReferenceData.load(settings))
     [result] = await pipeline.process([message])
     assert result.items[0].alert_severity == "red"

@@ -7,7 +7,6 @@ between the service and PostgreSQL and switch it off and on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
 from collections.abc import AsyncIterator
@@ -31,7 +30,7 @@ from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.plan import MessagePlan, MessageResult
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
-from tests.support import BP_MONITOR, EUI64, GATEWAY, seed
+from tests.support import blood_pressure, raw_message, seed
 
 POISON_SYSTOLIC = 177
 
@@ -53,34 +52,11 @@ def pipeline(
     return Pipeline(settings, sessions, reference)
 
 
-def reading(systolic: int, diastolic: int, when: datetime) -> dict[str, Any]:
-    return {
-        "device": {"system": EUI64, "value": BP_MONITOR},
-        "type": "blood-pressure",
-        "time": when.isoformat(timespec="milliseconds"),
-        "components": {
-            "systolic": {"value": systolic, "unit": "mm[Hg]"},
-            "diastolic": {"value": diastolic, "unit": "mm[Hg]"},
-        },
-    }
-
-
-def raw(body: Any) -> Raw:
-    return Raw(
-        payload=json.dumps(body).encode(),
-        transport="http",
-        topic="/ingest/dho-json",
-        gateway=GATEWAY,
-        adapter="dho-json",
-        received_at=datetime.now(UTC),
-    )
-
-
 def bp(systolic: int, diastolic: int, when: datetime, message_id: str | None = None) -> Raw:
-    body = reading(systolic, diastolic, when)
+    body = blood_pressure(systolic, diastolic, when)
     if message_id is None:
-        return raw(body)
-    return raw({"message_id": message_id, "measurements": [body]})
+        return raw_message(body)
+    return raw_message({"message_id": message_id, "measurements": [body]})
 
 
 def minutes_ago(minutes: float) -> datetime:
