@@ -61,11 +61,13 @@ def test_mqtt_benchmark_reports_figures_and_stores_every_message(database: str) 
     assert r["baseline"]["msgs_per_s"] > 0
     assert r["service"]["msgs_per_s"] > 0
     assert r["service"]["fraction_of_baseline"] > 0
-    assert r["stored"]["observations"] == r["stored"]["expected"] == WARMUP + 300 + 20
+    assert r["drain"]["msgs_per_s"] > 0
+    assert r["stored"]["observations"] == r["stored"]["expected"] == WARMUP + 2 * 300 + 20
     assert r["stored"]["quarantined"] == 0
     for key in ("publish_to_commit_ms", "publish_to_received_ms", "publish_to_record_ms"):
         assert 0 < r["latency"][key]["p50"] <= r["latency"][key]["p99"]
     assert r["memory"]["peak_rss_mib"] >= r["memory"]["rss_ready_mib"] > 0
+    assert r["memory"]["drain_peak_rss_mib"] > 0
 
 
 @pytest.mark.slow

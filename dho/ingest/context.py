@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho.db.models import Device, DeviceAssignment, ObservationRow, RawMessage
@@ -57,14 +57,17 @@ async def load_existing(
     session: AsyncSession, message_keys: Iterable[tuple[str, str]], identities: Iterable[str]
 ) -> ExistingState:
     state = ExistingState()
-    keys = list(set(message_keys))
-    for chunk in _chunks(keys):
+    wanted = set(message_keys)
+    gateways = sorted({gateway for gateway, _ in wanted})
+    # Two plain IN lists let PostgreSQL use the (gateway_id, message_id) index; a row-value
+    # IN list does not, and turns into a scan that grows with the table.
+    for chunk in _chunks(sorted({message_id for _, message_id in wanted})):
         rows = await session.execute(
             select(RawMessage.gateway_id, RawMessage.message_id).where(
-                tuple_(RawMessage.gateway_id, RawMessage.message_id).in_(chunk)
+                RawMessage.gateway_id.in_(gateways), RawMessage.message_id.in_(chunk)
             )
         )
-        state.message_ids.update((g, str(m)) for g, m in rows)
+        state.message_ids.update(key for key in rows.tuples() if key in wanted)
     for identity_chunk in _chunks(list(set(identities))):
         result = await session.execute(
             select(

@@ -25,7 +25,8 @@ class RawMessage(Base):
     """Every message as received, kept whatever became of it."""
 
     __tablename__ = "raw_message"
-    __table_args__ = (UniqueConstraint("gateway_id", "message_id"),)
+    # message_id first: it is the selective column that the duplicate check looks up.
+    __table_args__ = (UniqueConstraint("message_id", "gateway_id"),)
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     transport: Mapped[str] = mapped_column(String(8))
