@@ -66,7 +66,7 @@ async def _prepare_registry(settings: Settings) -> tuple[str, list[SimulatedDevi
                 .join(DeviceAssignment, DeviceAssignment.device_id == Device.id)
                 .order_by(Device.identifier_value)
             )
-            pairs = list(rows.tuples())
+            pairs = [(device, patient) for device, patient in rows]
     finally:
         await engine.dispose()
     first_patient = pairs[0][1] if pairs else None

@@ -67,7 +67,7 @@ async def load_existing(
                 RawMessage.gateway_id.in_(gateways), RawMessage.message_id.in_(chunk)
             )
         )
-        state.message_ids.update(key for key in rows.tuples() if key in wanted)
+        state.message_ids.update((g, str(m)) for g, m in rows if (g, m) in wanted)
     for identity_chunk in _chunks(list(set(identities))):
         result = await session.execute(
             select(
