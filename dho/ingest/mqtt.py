@@ -4,12 +4,18 @@ paho-mqtt runs its network loop in a thread with `manual_ack=True`; messages cro
 the event loop and are acknowledged once the batch holding them is committed. An
 acknowledgement due from an earlier connection is dropped: the broker redelivers that
 message on the new one, and the measurement identity makes the repeat harmless.
+
+At most `mqtt_receive_maximum` messages are held unacknowledged: when that many wait for
+their commit, paho's thread stops reading and TCP pushes back on the broker. Brokers do
+not all honour the client's Receive Maximum (Mosquitto 2.0 sends a whole backlog at once),
+and without this bound a long outage's backlog would land in the service's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +60,8 @@ class MqttListener:
         self._topic = ingest_topic_filter(settings, shared=not embedded)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
+        self._unacknowledged = threading.BoundedSemaphore(settings.mqtt_receive_maximum)
+        self._stopping = threading.Event()
         self.connected = False
         self.subscribed = False
         self.received = 0
@@ -111,6 +119,7 @@ class MqttListener:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._client.disconnect()
         self._client.loop_stop()
         self.connected = False
@@ -149,8 +158,11 @@ class MqttListener:
         log.warning("MQTT disconnected (%s); reconnecting", reason)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        """Runs in paho's thread: hand the message to the event loop at once."""
+        """Runs in paho's thread: wait for room, then hand the message to the event loop."""
         assert self._loop is not None
+        while not self._unacknowledged.acquire(timeout=0.5):
+            if self._stopping.is_set():
+                return  # not acknowledged: the broker delivers it again
         received_at = datetime.now(UTC)
         generation = self._generation
         self._loop.call_soon_threadsafe(self._submit, msg, received_at, generation)
@@ -173,9 +185,11 @@ class MqttListener:
         try:
             self._batcher.submit_nowait(raw, done)
         except BatcherStopped:
+            self._unacknowledged.release()
             log.info("shutting down: message %d left for the broker to redeliver", msg.mid)
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:
+        self._unacknowledged.release()
         if generation != self._generation:
             return
         if qos > 0:
