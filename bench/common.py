@@ -26,23 +26,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from dho.db import migrate
-from dho.db.engine import create_engine, session_factory
-from dho.settings import Settings
-from tests.conftest import free_port
-from tests.mosquitto import BASE_CONF, derive_test_config
-from tests.support import EUI64, Seeded, seed
+from dho.ingest.measurement import EUI64_SYSTEM as EUI64
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dho.settings import Settings
+    from tests.support import Seeded
+
+# The database, service and broker helpers import their heavy modules (SQLAlchemy, the app,
+# the test helpers) when called: the publisher and subscriber child processes import this
+# module too and need only paho, so they start in a tenth of the time.
 
 PG_ADMIN_URL = os.environ.get("DHO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RECEIVE_MAXIMUM = 1000  # the service's default DHO_MQTT_RECEIVE_MAXIMUM; the baseline uses it too
@@ -141,6 +142,8 @@ def _sqlite_url(workdir: Path) -> str:
 
 
 async def _pg_admin(sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
     conn = await asyncpg.connect(PG_ADMIN_URL)
     try:
         await conn.execute(sql)
@@ -163,12 +166,23 @@ def temp_database(kind: str, workdir: Path) -> Iterator[str]:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def database_name(url: str) -> str | None:
+    """The PostgreSQL database's name; None for SQLite."""
+    return None if url.startswith("sqlite") else url.rsplit("/", 1)[1]
+
+
 def db_settings(url: str) -> Settings:
-    return Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    from dho.settings import Settings
+
+    return Settings(_env_file=None, database_url=url)
 
 
 def migrate_and_seed(url: str) -> Seeded:
     """Migrate to head, then load the demo registry and a gateway serving all of it."""
+    from dho.db import migrate
+    from dho.db.engine import create_engine, session_factory
+    from tests.support import seed
+
     migrate.upgrade(db_settings(url))
 
     async def run() -> Seeded:
@@ -185,32 +199,47 @@ class Probe:
     """The benchmark's own reader of the service's database."""
 
     def __init__(self, url: str) -> None:
+        from dho.db.engine import create_engine
+
         self.engine: AsyncEngine = create_engine(db_settings(url))
-        self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
 
     async def scalar(self, sql: str, **params: Any) -> Any:
+        from sqlalchemy import text
+
         async with self.engine.connect() as conn:
             return (await conn.execute(text(sql), params)).scalar()
 
     async def rows(self, sql: str, **params: Any) -> list[Any]:
+        from sqlalchemy import text
+
         async with self.engine.connect() as conn:
             return list((await conn.execute(text(sql), params)).all())
 
     async def count(self, table: str) -> int:
         return int(await self.scalar(f"SELECT count(*) FROM {table}") or 0)
 
-    async def wait_for_count(
-        self, table: str, at_least: int, timeout_s: float, interval_s: float = 0.02
+    async def last_raw_id(self) -> int:
+        """The newest raw message's id: an index lookup, cheap enough to poll every 20 ms."""
+        return int(await self.scalar("SELECT coalesce(max(id), 0) FROM raw_message"))
+
+    async def wait_for_observations(
+        self, raw_id: int, at_least: int, timeout_s: float, interval_s: float = 0.02
     ) -> float:
-        """Poll until `table` holds `at_least` rows; the wall-clock time the poll saw it."""
+        """Poll until `at_least` Observations are stored; the wall-clock time the poll saw it.
+
+        Every message stores one raw row, so the last expected message's raw id is at least
+        `raw_id`. The poll watches the newest raw id and counts Observations only once that
+        is reached: counting a table of tens of thousands of rows every 20 ms would itself
+        load the database the service is writing to.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             started = time.time()
-            if await self.count(table) >= at_least:
+            if await self.last_raw_id() >= raw_id and await self.count("observation") >= at_least:
                 return started
             if time.monotonic() > deadline:
-                found = await self.count(table)
-                raise BenchError(f"{table}: {found} of {at_least} rows after {timeout_s:.0f} s")
+                found = await self.count("observation")
+                raise BenchError(f"{found} of {at_least} observations after {timeout_s:.0f} s")
             await asyncio.sleep(interval_s)
 
     async def close(self) -> None:
@@ -218,6 +247,12 @@ class Probe:
 
 
 # ---------------------------------------------------------------- broker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def mosquitto_binary() -> str:
@@ -256,6 +291,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def private_broker(workdir: Path) -> Iterator[int]:
     """Mosquitto from config/mosquitto/mosquitto.conf on a free local port; yields the port."""
+    from tests.mosquitto import BASE_CONF, derive_test_config
+
     port = free_port()
     data = workdir / "mosquitto-data"
     data.mkdir()
@@ -346,11 +383,13 @@ class ServiceProcess:
 
     def ready(self) -> dict[str, Any] | None:
         """The /readyz body when the service is ready, else None."""
+        import httpx
+
         try:
             response = httpx.get(f"{self.url}/readyz", timeout=5)
         except httpx.HTTPError:
             return None
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        return response.json() if response.status_code == 200 else None
 
     def ingest_stats(self) -> dict[str, int]:
         body = self.ready()
@@ -597,6 +636,81 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return round((busy_b - busy_a) / max(1, total_b - total_a), 3)
 
 
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """Every process: pid -> (parent pid, CPU seconds used so far, command line)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry.name)] = (int(stat[1]), (int(stat[11]) + int(stat[12])) / tick, cmd)
+    return found
+
+
+def _steal_ticks() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return values[7], sum(values)
+
+
+class OtherLoad:
+    """CPU that processes outside the benchmark used during it: other work on the machine.
+
+    Ours: this process and its descendants (service, broker, helpers), and PostgreSQL
+    backends of the benchmark's database. PostgreSQL's shared background processes count
+    for nobody. Processes that started and ended between the two samples are missed, so
+    the figure is a lower bound. `steal` is the hypervisor's share (virtual machines).
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._database = database
+        self._start = _processes()
+        self._steal = _steal_ticks()
+        self._began = time.monotonic()
+
+    def _ours_or_shared(self, procs: dict[int, tuple[int, float, str]], pid: int) -> bool:
+        ancestor, me = pid, os.getpid()
+        while ancestor > 1:
+            if ancestor == me:
+                return True
+            ancestor = procs.get(ancestor, (0, 0.0, ""))[0]
+        cmd = procs[pid][2]
+        if not cmd.startswith("postgres: "):
+            return False
+        is_backend = "(" in cmd or "autovacuum worker" in cmd
+        return not is_backend or (self._database is not None and self._database in cmd)
+
+    def measure(self) -> dict[str, Any]:
+        end, (steal_b, total_b) = _processes(), _steal_ticks()
+        elapsed = time.monotonic() - self._began
+        used: dict[str, float] = {}
+        for pid, (_ppid, cpu, cmd) in end.items():
+            if self._ours_or_shared(end, pid):
+                continue
+            before = self._start.get(pid)
+            delta = cpu - (before[1] if before and before[2] == cmd else 0.0)
+            if delta > 0:
+                name = cmd[:60] or "[kernel threads]"
+                used[name] = used.get(name, 0.0) + delta
+        total = sum(used.values())
+        top = sorted(used.items(), key=lambda item: -item[1])[:3]
+        steal_a, total_a = self._steal
+        return {
+            "cpu_share": round(total / (elapsed * (os.cpu_count() or 1)), 3),
+            "steal_share": round((steal_b - steal_a) / max(1, total_b - total_a), 3),
+            "top": {cmd: round(cpu, 1) for cmd, cpu in top},
+        }
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so the service is stopped and the database dropped."""
+    signal.signal(signal.SIGTERM, lambda *_args: sys.exit(143))
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -627,10 +741,17 @@ def workdir(prefix: str) -> Iterator[Path]:
 
 
 def busy_warning(machine: dict[str, Any]) -> list[str]:
-    busy = machine["busy_before"]
-    if busy < 0.1:
-        return []
-    return [f"WARNING: the machine was {busy:.0%} busy before the run; figures are skewed"]
+    """Warnings when other work on the machine skewed the run."""
+    warnings = []
+    busy, other = machine["busy_before"], machine.get("other_load", {})
+    if busy >= 0.1:
+        warnings.append(f"WARNING: the machine was {busy:.0%} busy before the run")
+    if other.get("cpu_share", 0) >= 0.05 or other.get("steal_share", 0) >= 0.05:
+        warnings.append(
+            f"WARNING: other processes used {other['cpu_share']:.0%} of the CPUs during the run "
+            f"(steal {other['steal_share']:.0%}): {', '.join(other['top'])}"
+        )
+    return warnings
 
 
 def dump_json(results: dict[str, Any]) -> str:

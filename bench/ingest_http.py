@@ -25,12 +25,15 @@ import httpx
 
 from bench.common import (
     BenchError,
+    OtherLoad,
     Payloads,
     Probe,
     ServiceConfig,
     ServiceProcess,
     busy_warning,
+    database_name,
     dump_json,
+    exit_on_sigterm,
     machine_info,
     migrate_and_seed,
     summary_ms,
@@ -55,23 +58,26 @@ Request = Callable[[httpx.AsyncClient, int], Any]
 
 
 async def _drive(url: str, n: int, concurrency: int, send: Request) -> dict[str, Any]:
-    """`n` requests from `concurrency` workers sharing one connection pool; rate and latency."""
+    """`n` requests from `concurrency` workers, each with its own keep-alive connection.
+
+    One client per worker: a single httpx connection pool shared by many tasks is itself a
+    bottleneck at a few hundred requests per second and would cap the baseline.
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(n))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        for index in counter:
-            started = time.perf_counter()
-            response = await send(client, index)
-            latencies.append(time.perf_counter() - started)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for index in counter:
+                started = time.perf_counter()
+                response = await send(client, index)
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return {
         "requests": n,
         "seconds": round(elapsed, 3),
@@ -94,23 +100,37 @@ def _ingest(key: str, bodies: list[bytes]) -> Request:
     return send
 
 
+async def _sessions_opened(probe: Probe, url: str) -> int | None:
+    """PostgreSQL's count of sessions ever opened to this database (None on SQLite)."""
+    if url.startswith("sqlite"):
+        return None
+    await asyncio.sleep(1.5)  # backends publish their statistics about once a second
+    sql = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    return int(await probe.scalar(sql))
+
+
 async def _phases(params: Params, service: ServiceProcess, url: str, key: str) -> dict[str, Any]:
     payloads = Payloads(run=time.strftime("%H%M%S"), alert_every=params.alert_every)
     n, c = params.requests, params.concurrency
+    probe = Probe(url)
     await _drive(service.url, WARMUP, c, _ingest(key, payloads.batch("warm", WARMUP)))
     baseline = await _drive(service.url, n, c, _healthz)
+    sessions_before = await _sessions_opened(probe, url)
     stats_before, cpu_before = service.ingest_stats(), service.cpu_seconds()
     ingest = await _drive(service.url, n, c, _ingest(key, payloads.batch("http", n)))
     cpu = service.cpu_seconds() - cpu_before
     batches = service.ingest_stats()["batches"] - stats_before["batches"]
+    sessions_after = await _sessions_opened(probe, url)
     ingest.update(
         fraction_of_baseline=round(ingest["req_per_s"] / baseline["req_per_s"], 4),
         batches=batches,
         avg_batch=round(n / batches, 1) if batches else None,
         cpu_s=round(cpu, 2),
         cpu_ms_per_msg=round(cpu * 1000 / n, 3),
+        db_sessions_opened=(
+            None if sessions_after is None else sessions_after - (sessions_before or 0)
+        ),
     )
-    probe = Probe(url)
     try:
         stored = {
             "observations": await probe.count("observation"),
@@ -127,6 +147,7 @@ def run(params: Params) -> dict[str, Any]:
     with workdir("dho-bench-http-") as tmp, temp_database(params.database, tmp) as url:
         seeded = migrate_and_seed(url)
         results: dict[str, Any] = {"params": params.__dict__, "machine": machine_info(url)}
+        other = OtherLoad(database_name(url))
         config = ServiceConfig(url, 0, params.batch_max_size, params.flush_ms, mqtt_enabled=False)
         service = ServiceProcess(config, tmp)
         service.start()
@@ -136,6 +157,7 @@ def run(params: Params) -> dict[str, Any]:
             raise BenchError(f"{exc}\nservice log:\n{service.log_tail()}") from exc
         finally:
             service.stop()
+        results["machine"]["other_load"] = other.measure()
     return results
 
 
@@ -163,6 +185,8 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         f"  statuses {s['statuses']}; batches {s['batches']} (avg {s['avg_batch']} msgs); "
         f"service CPU {s['cpu_s']} s ({s['cpu_ms_per_msg']} ms/msg)",
+        f"  new database sessions opened by the service while ingesting: "
+        f"{s['db_sessions_opened'] if s['db_sessions_opened'] is not None else 'n/a (SQLite)'}",
         f"service memory: peak RSS {r['memory']['peak_rss_mib']} MiB",
         f"stored: {st['observations']} observations of {st['expected']} expected, "
         f"{st['quarantined']} quarantined",
@@ -198,6 +222,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
     params, as_json = parse_args(argv)
     results = run(params)
     print(dump_json(results) if as_json else render(results))

@@ -11,7 +11,10 @@ In one run, against a fresh database and a private Mosquitto (config/mosquitto/m
 3. latency   `--latency-messages` at `--latency-rate` per second, each carrying its publish
              time; publish-to-commit is measured by a reader that polls the database every
              few milliseconds (see bench/README.md for the method);
-4. memory    the service's peak RSS (VmHWM) and CPU time.
+4. drain     the service stopped, the same number of messages queued at the broker for its
+             persistent session, the service started again: from ready until all committed,
+             as after an outage; the restarted process's peak RSS shows what the backlog costs;
+5. memory    the service's peak RSS (VmHWM) and CPU time.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from typing import Any
 
 from bench.common import (
     BenchError,
+    OtherLoad,
     Payloads,
     Probe,
     ServiceConfig,
     ServiceProcess,
     busy_warning,
+    database_name,
     dump_json,
+    exit_on_sigterm,
     machine_info,
     migrate_and_seed,
     private_broker,
@@ -67,7 +73,7 @@ async def service_throughput(
     service: ServiceProcess, probe: Probe, port: int, topic: str, payloads: list[bytes]
 ) -> dict[str, Any]:
     """First publish until every observation is committed, as the database shows it."""
-    before = await probe.count("observation")
+    before, raw_before = await probe.count("observation"), await probe.last_raw_id()
     stats_before, cpu_before = service.ingest_stats(), service.cpu_seconds()
     published: dict[str, float] = {}
 
@@ -78,7 +84,9 @@ async def service_throughput(
     publisher = threading.Thread(target=publish, daemon=True)
     publisher.start()
     timeout = 120 + len(payloads) / 100
-    committed = await probe.wait_for_count("observation", before + len(payloads), timeout)
+    committed = await probe.wait_for_observations(
+        raw_before + len(payloads), before + len(payloads), timeout
+    )
     await asyncio.to_thread(publisher.join, 60)
     elapsed = committed - published["first"]
     stats_after, cpu = service.ingest_stats(), service.cpu_seconds() - cpu_before
@@ -92,6 +100,35 @@ async def service_throughput(
         "avg_batch": round(len(payloads) / batches, 1) if batches else None,
         "cpu_s": round(cpu, 2),
         "cpu_ms_per_msg": round(cpu * 1000 / len(payloads), 3),
+    }
+
+
+async def drain_throughput(
+    service: ServiceProcess, probe: Probe, port: int, topic: str, payloads: list[bytes]
+) -> dict[str, Any]:
+    """Queue the messages while the service is down, start it, time the backlog away.
+
+    The rate counts from the moment the restarted service is ready; messages it stored
+    while starting are left out of both the count and the time.
+    """
+    service.stop()
+    before, raw_before = await probe.count("observation"), await probe.last_raw_id()
+    await asyncio.to_thread(publish_all, port, topic, payloads)
+    await asyncio.to_thread(service.start)
+    ready_at, cpu_ready = time.time(), service.cpu_seconds()
+    early = await probe.count("observation") - before
+    timeout = 120 + len(payloads) / 100
+    committed = await probe.wait_for_observations(
+        raw_before + len(payloads), before + len(payloads), timeout
+    )
+    counted = len(payloads) - early
+    cpu = service.cpu_seconds() - cpu_ready
+    return {
+        "messages": counted,
+        "seconds": round(committed - ready_at, 3),
+        "msgs_per_s": round(counted / (committed - ready_at), 1),
+        "cpu_ms_per_msg": round(cpu * 1000 / max(1, counted), 3),
+        "peak_rss_mib": round(service.proc_status_kib("VmHWM") / 1024, 1),
     }
 
 
@@ -198,7 +235,7 @@ async def _service_phases(
     try:
         rss_ready = service.proc_status_kib("VmRSS")
         publish_all(port, topic, payloads.batch("warm", WARMUP))  # also proves the subscription
-        await probe.wait_for_count("observation", WARMUP, timeout_s=60)
+        await probe.wait_for_observations(WARMUP, WARMUP, timeout_s=60)
         throughput = await service_throughput(
             service, probe, port, topic, payloads.batch("tp", params.messages)
         )
@@ -209,15 +246,25 @@ async def _service_phases(
             "rss_ready_mib": round(rss_ready / 1024, 1),
             "peak_rss_mib": round(service.proc_status_kib("VmHWM") / 1024, 1),
         }
+        drain = await drain_throughput(
+            service, probe, port, topic, payloads.batch("drain", params.messages)
+        )
+        memory["drain_peak_rss_mib"] = drain["peak_rss_mib"]
         stored = {
             "observations": await probe.count("observation"),
-            "expected": WARMUP + params.messages + params.latency_messages,
+            "expected": WARMUP + 2 * params.messages + params.latency_messages,
             "quarantined": await probe.count("quarantine"),
             "alerts": await probe.count("alert"),
         }
     finally:
         await probe.close()
-    return {"service": throughput, "latency": lat, "memory": memory, "stored": stored}
+    return {
+        "service": throughput,
+        "drain": drain,
+        "latency": lat,
+        "memory": memory,
+        "stored": stored,
+    }
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -226,6 +273,7 @@ def run(params: Params) -> dict[str, Any]:
         topic = f"dho/v1/in/{seeded.gateway}/dho-json"
         payloads = Payloads(run=time.strftime("%H%M%S"), alert_every=params.alert_every)
         results: dict[str, Any] = {"params": params.__dict__, "machine": machine_info(url)}
+        other = OtherLoad(database_name(url))
         with private_broker(tmp) as port:
             baseline_payloads = payloads.batch("base", params.messages)
             results["payload_bytes"] = round(
@@ -247,8 +295,10 @@ def run(params: Params) -> dict[str, Any]:
                 raise BenchError(f"{exc}\nservice log:\n{service.log_tail()}") from exc
             finally:
                 service.stop()
+        results["machine"]["other_load"] = other.measure()
     base = results["baseline"]["msgs_per_s"]
-    results["service"]["fraction_of_baseline"] = round(results["service"]["msgs_per_s"] / base, 4)
+    for phase in ("service", "drain"):
+        results[phase]["fraction_of_baseline"] = round(results[phase]["msgs_per_s"] / base, 4)
     return results
 
 
@@ -257,6 +307,7 @@ def run(params: Params) -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     p, m, s, b, lat = r["params"], r["machine"], r["service"], r["baseline"], r["latency"]
+    d = r["drain"]
     lines = [
         f"DHO MQTT ingest — {m['database']}, {p['messages']} messages of ~{r['payload_bytes']} B, "
         f"batch {p['batch_max_size']} / flush {p['flush_ms']} ms",
@@ -272,6 +323,9 @@ def render(r: dict[str, Any]) -> str:
         f"  publisher done (broker PUBACKed all) after {s['publish_acked_s']:.2f} s",
         f"  batches {s['batches']} (avg {s['avg_batch']} msgs), service CPU {s['cpu_s']} s "
         f"({s['cpu_ms_per_msg']} ms/msg)",
+        f"{'service: backlog drain after a restart':<44}"
+        f"{d['msgs_per_s']:>10,.0f}{d['seconds']:>10.2f}{d['fraction_of_baseline']:>9.1%}",
+        f"  {d['messages']} msgs queued while down; service CPU {d['cpu_ms_per_msg']} ms/msg",
         "",
         f"latency at {lat['rate_per_s']:g} msgs/s, {lat['messages']} msgs "
         f"(commit seen by a {lat['poll_ms']:g} ms poll)",
@@ -287,7 +341,8 @@ def render(r: dict[str, Any]) -> str:
     mem, st = r["memory"], r["stored"]
     lines += [
         "",
-        f"service memory: peak RSS {mem['peak_rss_mib']} MiB (at ready {mem['rss_ready_mib']} MiB)",
+        f"service peak RSS {mem['peak_rss_mib']} MiB (at ready {mem['rss_ready_mib']} MiB); "
+        f"restarted with {d['messages']} queued: {mem['drain_peak_rss_mib']} MiB",
         f"stored: {st['observations']} observations of {st['expected']} expected, "
         f"{st['quarantined']} quarantined, {st['alerts']} alerts",
     ]
@@ -324,6 +379,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
     params, as_json = parse_args(argv)
     results = run(params)
     print(dump_json(results) if as_json else render(results))
