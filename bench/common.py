@@ -7,6 +7,7 @@ demo registry seed) so the benchmark runs against exactly what the tests run aga
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import multiprocessing
@@ -756,3 +757,14 @@ def busy_warning(machine: dict[str, Any]) -> list[str]:
 
 def dump_json(results: dict[str, Any]) -> str:
     return json.dumps(results, indent=2, sort_keys=False)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every benchmark takes: database, the service's batching, alerts, output."""
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--batch-max-size", type=int, default=200)
+    parser.add_argument("--flush-ms", type=int, default=20)
+    parser.add_argument(
+        "--alert-every", type=int, default=20, help="every n-th reading is out of range (0: none)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")

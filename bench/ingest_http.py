@@ -30,6 +30,7 @@ from bench.common import (
     Probe,
     ServiceConfig,
     ServiceProcess,
+    add_service_arguments,
     busy_warning,
     database_name,
     dump_json,
@@ -202,13 +203,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     )
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument("--batch-max-size", type=int, default=200)
-    parser.add_argument("--flush-ms", type=int, default=20)
-    parser.add_argument(
-        "--alert-every", type=int, default=20, help="every n-th reading is out of range (0: none)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_service_arguments(parser)
     args = parser.parse_args(argv)
     params = Params(
         requests=args.requests,

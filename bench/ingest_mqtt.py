@@ -35,6 +35,7 @@ from bench.common import (
     Probe,
     ServiceConfig,
     ServiceProcess,
+    add_service_arguments,
     busy_warning,
     database_name,
     dump_json,
@@ -356,15 +357,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument("--batch-max-size", type=int, default=200)
-    parser.add_argument("--flush-ms", type=int, default=20)
+    add_service_arguments(parser)
     parser.add_argument("--latency-messages", type=int, default=200)
     parser.add_argument("--latency-rate", type=float, default=50.0, help="messages per second")
-    parser.add_argument(
-        "--alert-every", type=int, default=20, help="every n-th reading is out of range (0: none)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     params = Params(
         messages=args.messages,
