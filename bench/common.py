@@ -22,12 +22,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -768,3 +768,19 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--alert-every", type=int, default=20, help="every n-th reading is out of range (0: none)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+P = TypeVar("P")
+
+
+def run_and_print(
+    argv: list[str] | None,
+    parse_args: Callable[[list[str] | None], tuple[P, bool]],
+    run: Callable[[P], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """A benchmark's `main`: parse, run, print a table or (with --json) the raw results."""
+    exit_on_sigterm()
+    params, as_json = parse_args(argv)
+    results = run(params)
+    print(dump_json(results) if as_json else render(results))

@@ -33,10 +33,9 @@ from bench.common import (
     add_service_arguments,
     busy_warning,
     database_name,
-    dump_json,
-    exit_on_sigterm,
     machine_info,
     migrate_and_seed,
+    run_and_print,
     summary_ms,
     temp_database,
     workdir,
@@ -217,10 +216,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    exit_on_sigterm()
-    params, as_json = parse_args(argv)
-    results = run(params)
-    print(dump_json(results) if as_json else render(results))
+    run_and_print(argv, parse_args, run, render)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+async def counts(sessions: async_sessionmaker[AsyncSession], *models: Any) -> list[int]:
+    """Row counts of several tables, in the order given."""
+    return [await count(sessions, model) for model in models]
+
+
 async def stored_payloads(
     sessions: async_sessionmaker[AsyncSession], results: list[MessageResult]
 ) -> list[bytes]:
@@ -189,9 +194,7 @@ async def test_record_failing_once_stores_the_whole_batch_message_by_message(
     assert calls == [4, 1, 1, 1, 1]
     assert [(r.status, r.items[0].status) for r in results] == [("accepted", "created")] * 4
     assert await stored_payloads(sessions, results) == [r.payload for r in raws]
-    assert await count(sessions, RawMessage) == 4
-    assert await count(sessions, ObservationRow) == 4
-    assert await count(sessions, Quarantine) == 0
+    assert await counts(sessions, RawMessage, ObservationRow, Quarantine) == [4, 4, 0]
 
 
 # ---------------------------------------------------------------- duplicates
@@ -286,9 +289,7 @@ async def test_concurrent_batches_in_opposite_order_store_each_measurement_once(
     for ra, rb in zip(a, b, strict=True):
         assert sorted([ra.items[0].status, rb.items[0].status]) == ["created", "duplicate"]
         assert ra.items[0].observation_id == rb.items[0].observation_id
-    assert await count(sessions, ObservationRow) == 10
-    assert await count(sessions, Alert) == 10
-    assert await count(sessions, Quarantine) == 0
+    assert await counts(sessions, ObservationRow, Alert, Quarantine) == [10, 10, 0]
 
 
 # ---------------------------------------------------------------- infrastructure errors
@@ -436,10 +437,7 @@ async def test_batcher_retries_until_the_database_is_back(
     assert retries_while_down >= 1
     assert result.status == "accepted" and result.items[0].status == "created"
     assert (batcher.stats.batches, batcher.stats.messages) == (1, 1)
-    assert await count(sessions, RawMessage) == 1
-    assert await count(sessions, ObservationRow) == 1
-    assert await count(sessions, Alert) == 1
-    assert await count(sessions, Quarantine) == 0
+    assert await counts(sessions, RawMessage, ObservationRow, Alert, Quarantine) == [1, 1, 1, 0]
 
 
 # ---------------------------------------------------------------- batching
