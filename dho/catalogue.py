@@ -15,7 +15,9 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
+from dho import units
 from dho.settings import get_settings
+from dho.units import LinearMap
 
 LOINC = "http://loinc.org"
 MDC = "urn:iso:std:iso:11073:10101"
@@ -26,6 +28,7 @@ VITALSIGNS_PROFILE = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
 CATALOGUE_FILE = "measurement-types.yaml"
 SCHEMA_FILE = "measurement-types.schema.json"
 
+IDENTITY = LinearMap(Decimal(1))
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -48,18 +51,16 @@ class Coding:
 
 @dataclass(frozen=True, slots=True)
 class UnitConversion:
-    """An accepted input unit: canonical = (value + add) * multiply / divide."""
+    """An accepted input unit and its exact map to the canonical unit (from the UCUM library)."""
 
     unit: str
-    add: Decimal = Decimal(0)
-    multiply: Decimal = Decimal(1)
-    divide: Decimal = Decimal(1)
+    map: LinearMap = IDENTITY
     loinc: str | None = None
 
     @property
     def is_identity(self) -> bool:
         """True when the unit is only another spelling of the canonical unit."""
-        return self.add == 0 and self.multiply == 1 and self.divide == 1
+        return self.map.is_identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +165,34 @@ class Catalogue:
                 return mtype
         raise KeyError(f"no measurement type has the code {system}|{code}")
 
+    def by_mdc(self, code: str, unit: str) -> tuple[MeasurementType, str | None]:
+        """The type (and component key) an MDC code means in `unit`, the pair deciding.
+
+        The same MDC code can name readings in different units with different LOINC codes
+        (glucose in mg/dL or mmol/L); the unit must be one the type accepts. KeyError if none.
+        """
+        known = False
+        for mtype in self.types.values():
+            for key, spec, codings in _coded_values(mtype):
+                if any(c.system == MDC and c.code == code for c in codings):
+                    known = True
+                    if spec.conversion(unit) is not None:
+                        return mtype, key
+        if known:
+            raise KeyError(f"MDC code {code} is not known in the unit {unit!r}")
+        raise KeyError(f"no measurement type has the MDC code {code}")
+
     def __iter__(self) -> Iterator[MeasurementType]:
         return iter(self.types.values())
+
+
+def _coded_values(
+    mtype: MeasurementType,
+) -> Iterator[tuple[str | None, UnitSpec, tuple[Coding, ...]]]:
+    if mtype.unit is not None:
+        yield None, mtype.unit, (*mtype.codes, *mtype.aliases)
+    for component in mtype.components:
+        yield component.key, component.unit, component.codes
 
 
 def json_path(parts: Iterable[str | int]) -> str:
@@ -257,7 +284,7 @@ def _type(
         profile=profile,
         codes=codes,
         aliases=_codings(raw.get("aliases", ())),
-        unit=_unit(raw, path, where) if "unit" in raw else None,
+        unit=_unit(raw, path, where, _molar_mass(raw)) if "unit" in raw else None,
         components=tuple(
             _component(name, spec, path, (*where, "components", name))
             for name, spec in raw.get("components", {}).items()
@@ -267,30 +294,42 @@ def _type(
 
 def _component(key: str, raw: Mapping[str, Any], path: Path, where: tuple[str, ...]) -> Component:
     codes = _codings(raw["code"])
-    return Component(key, raw["title"], raw["required"], codes, _unit(raw, path, where))
+    return Component(key, raw["title"], raw["required"], codes, _unit(raw, path, where, None))
 
 
 def _codings(raw: Sequence[Mapping[str, str]]) -> tuple[Coding, ...]:
     return tuple(Coding(c["system"], c["code"], c["display"]) for c in raw)
 
 
-def _unit(raw: Mapping[str, Any], path: Path, where: tuple[str, ...]) -> UnitSpec:
+def _molar_mass(raw: Mapping[str, Any]) -> Decimal | None:
+    value = raw.get("molar_mass_g_per_mol")
+    return None if value is None else number(value)
+
+
+def _unit(
+    raw: Mapping[str, Any], path: Path, where: tuple[str, ...], molar_mass: Decimal | None
+) -> UnitSpec:
     unit = raw["unit"]
-    conversions = tuple(_conversion(c) for c in raw.get("convert", ()))
-    spec = UnitSpec(unit["code"], unit["display"], unit["decimals"], conversions)
+    canonical = unit["code"]
+    _check_ucum(canonical, path, (*where, "unit", "code"))
+    conversions = []
+    for index, entry in enumerate(raw.get("convert", ())):
+        at: tuple[str | int, ...] = (*where, "convert", index)
+        _check_ucum(entry["unit"], path, (*at, "unit"))
+        try:
+            linear = units.linear_map(entry["unit"], canonical, molar_mass)
+        except units.UcumError as exc:
+            _fail(path, at, str(exc))
+        conversions.append(UnitConversion(entry["unit"], linear, entry.get("loinc")))
+    spec = UnitSpec(canonical, unit["display"], unit["decimals"], tuple(conversions))
     if len(set(spec.accepted)) != len(spec.accepted):
         _fail(path, (*where, "convert"), "lists a unit twice or the canonical unit")
     return spec
 
 
-def _conversion(raw: Mapping[str, Any]) -> UnitConversion:
-    return UnitConversion(
-        unit=raw["unit"],
-        add=number(raw.get("add", 0)),
-        multiply=number(raw.get("multiply", 1)),
-        divide=number(raw.get("divide", 1)),
-        loinc=raw.get("loinc"),
-    )
+def _check_ucum(code: str, path: Path, where: tuple[str | int, ...]) -> None:
+    if not units.is_valid(code):
+        _fail(path, where, f"{code!r} is not a valid UCUM unit")
 
 
 def _check_unique_codes(types: Iterable[MeasurementType], path: Path) -> None:

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,8 +80,31 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
+    max_measurements_per_message: int = Field(
+        default=1000, ge=1, le=100_000, description="More in one message: 413 / `oversized`."
+    )
+    gateway_rate_per_s: float = Field(
+        default=50.0,
+        ge=0,
+        le=100_000,
+        description="HTTP messages per second each gateway may send (0: no limit); 429 beyond.",
+    )
+    gateway_rate_burst: int = Field(
+        default=200, ge=1, le=1_000_000, description="Messages a gateway may send at once."
+    )
+
     clock_skew_max_s: int = Field(
         default=300, ge=0, le=86_400, description="How far ahead of receipt a device clock may be."
+    )
+    late_after_s: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86_400,
+        description="A reading received this long after it was measured is late: no acute alert.",
+    )
+    device_time_zone: str = Field(
+        default="Europe/Oslo",
+        description="The zone a device time without a UTC offset is read in (flagged).",
     )
 
     batch_max_size: int = Field(default=200, ge=1, le=10_000)
@@ -130,6 +154,15 @@ class Settings(BaseSettings):
         if url is not None and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/") if url else url
+
+    @field_validator("device_time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ValueError, KeyError, OSError) as exc:
+            raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Oslo") from exc
+        return name
 
     @field_validator("adapters_dir", "fhir_dir", "config_dir")
     @classmethod

@@ -129,7 +129,7 @@ async def test_blood_pressure_over_http_is_stored_alerted_and_delivered(
         assert answer.status_code == 202, answer.text
         receipt = answer.json()
         [item] = receipt["measurements"]
-        assert item["status"] == "created"
+        assert item["status"] == "accepted" and "amended" not in item
         assert item["alert"]["severity"] == "red"
 
         read = await client.get(f"/fhir/{item['observation']}")
@@ -182,7 +182,7 @@ async def test_normal_value_stores_observation_without_alert(
     seeded = await seed(sessions_for)
     async with running_service(stack_settings) as base, httpx.AsyncClient(base_url=base) as client:
         answer = await _post(client, seeded, blood_pressure(128, 82))
-        assert answer.json()["measurements"][0]["status"] == "created"
+        assert answer.json()["measurements"][0]["status"] == "accepted"
         assert "alert" not in answer.json()["measurements"][0]
     assert await _count(sessions_for, ObservationRow) == 1
     assert await _count(sessions_for, Alert) == 0
@@ -199,7 +199,7 @@ async def test_unregistered_device_is_kept_in_quarantine(
         )
         assert answer.status_code == 202
         [item] = answer.json()["measurements"]
-        assert item["status"] == "quarantined" and item["reason_code"] == "unknown-device"
+        assert item["status"] == "quarantined" and item["reason"] == "unknown-device"
     async with sessions_for() as session:
         [row] = (await session.scalars(select(Quarantine))).all()
         raw = await session.get(RawMessage, row.raw_message_id)
@@ -247,24 +247,30 @@ async def test_bad_input_gets_clear_answers_and_loses_nothing(
             "diastolic": {"value": 90, "unit": "mm[Hg]"},
         }
         unit_answer = await _post(client, seeded, wrong_unit)
+        assert unit_answer.json()["measurements"][0]["reason"] == "mapping-error"
         assert unit_answer.json()["measurements"][0]["reason_code"] == "unit"
 
         future = blood_pressure(150, 90, when=datetime.now(UTC) + timedelta(hours=2))
         skew_answer = await _post(client, seeded, future)
-        assert skew_answer.json()["measurements"][0]["reason_code"] == "clock-skew"
+        assert skew_answer.json()["measurements"][0]["reason"] == "future"
 
         no_offset = blood_pressure(150, 90)
         no_offset["time"] = "2026-11-24T08:00:00"
         offset_answer = await _post(client, seeded, no_offset)
-        assert offset_answer.status_code == 422
-        assert offset_answer.json()["detail"].endswith("has no UTC offset")
+        assert offset_answer.status_code == 202
+        [local] = offset_answer.json()["measurements"]
+        assert local["time_flag"] == "local-time-assumed" and local["late"] is True
+        read = (await client.get(f"/fhir/{local['observation']}")).json()
+        assert read["effectiveDateTime"] == "2026-11-24T08:00:00+01:00"
 
         still_there = await client.get(f"/fhir/{first.json()['measurements'][0]['observation']}")
         assert still_there.status_code == 200
     async with sessions_for() as session:
-        reasons = sorted((await session.scalars(select(Quarantine.reason_code))).all())
-    assert reasons == ["clock-skew", "decode", "time-zone", "unit"]
-    assert await _count(sessions_for, ObservationRow) == 1
+        reasons = sorted(
+            (await session.execute(select(Quarantine.reason_class, Quarantine.reason_code))).all()
+        )
+    assert reasons == [("future", "future"), ("mapping-error", "unit"), ("unparseable", "decode")]
+    assert await _count(sessions_for, ObservationRow) == 2
 
 
 async def test_resends_create_nothing_new_and_corrections_make_versions(
@@ -286,11 +292,12 @@ async def test_resends_create_nothing_new_and_corrections_make_versions(
 
         corrected = (await _post(client, seeded, blood_pressure(151, 90, when=when))).json()
         [item] = corrected["measurements"]
-        assert item["status"] == "corrected" and item["version"] == 2
+        assert item["status"] == "accepted" and item["version"] == 2 and item["amended"] is True
         assert item["observation"] == first["measurements"][0]["observation"]
         read = await client.get(f"/fhir/{item['observation']}")
         assert read.headers["etag"] == 'W/"2"'
         assert read.json()["meta"]["versionId"] == "2"
+        assert read.json()["status"] == "amended"
         not_modified = await client.get(
             f"/fhir/{item['observation']}", headers={"If-None-Match": 'W/"2"'}
         )

@@ -95,32 +95,54 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _answer(result: MessageResult) -> JSONResponse:
-    if result.status == "rejected":
-        return problem(
-            422,
-            result.reason_code or "invalid-data",
-            "Message rejected",
-            result.reason or "the message could not be processed",
-            quarantined=True,
-            raw_message_id=result.raw_message_id,
-        )
+    if result.status == "rejected" or result.not_authorised:
+        return _rejected(result)
     body: dict[str, Any] = {
         "status": result.status,
         "message_id": result.message_id,
         "raw_message_id": result.raw_message_id,
-        "measurements": [_item(item) for item in result.items],
+        "measurements": [receipt_item(item) for item in result.items],
     }
     return JSONResponse(body, status_code=200 if result.status == "duplicate" else 202)
 
 
-def _item(item: ItemResult) -> dict[str, Any]:
+def _rejected(result: MessageResult) -> JSONResponse:
+    """The whole message quarantined: 413 too big, 403 not authorised, 422 otherwise."""
+    status = {"oversized": 413, "not-authorised": 403}.get(result.reason or "", 422)
+    if result.status == "accepted":  # stored, but every item was refused as not authorised
+        status, code, detail = 403, "not-authorised", result.items[0].detail or ""
+    else:
+        code, detail = result.reason_code or "invalid-data", result.detail or ""
+    return problem(
+        status,
+        code,
+        "Message rejected",
+        detail or "the message could not be processed",
+        reason=result.reason or "not-authorised",
+        quarantined=True,
+        raw_message_id=result.raw_message_id,
+        measurements=[receipt_item(item) for item in result.items if item.status != "not-stored"],
+    )
+
+
+def receipt_item(item: ItemResult) -> dict[str, Any]:
+    """One item of a receipt, as HTTP answers and MQTT receipts show it."""
     out: dict[str, Any] = {"index": item.index, "status": item.status}
     if item.observation_id:
         out["observation"] = f"Observation/{item.observation_id}"
         out["version"] = item.version_id
+        if item.amended:
+            out["amended"] = True
+    if item.reference:
+        out["reference"] = item.reference
+    if item.late:
+        out["late"] = True
+    if item.time_flag:
+        out["time_flag"] = item.time_flag
     if item.alert_id:
         out["alert"] = {"id": item.alert_id, "severity": item.alert_severity}
-    if item.reason_code:
-        out["reason_code"] = item.reason_code
+    if item.reason:
         out["reason"] = item.reason
+        out["reason_code"] = item.reason_code
+        out["detail"] = item.detail
     return out

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dho.ingest.errors import DataError
+from dho.ingest.errors import NotAuthorised, Oversized, Unparseable
 from dho.ingest.measurement import RawMessage
+from dho.ingest.resolve import Gateway
 
 
-class Rejected(DataError):
-    code = "rejected"
-
-
-def accept(raw: RawMessage, gateways: Mapping[str, set[str]], max_bytes: int) -> set[str]:
-    """The organisations the sending gateway serves; Rejected when the envelope is wrong."""
+def accept(raw: RawMessage, gateways: Mapping[str, Gateway], max_bytes: int) -> Gateway:
+    """The sending gateway; a DataError when the envelope is wrong."""
     if len(raw.payload) > max_bytes:
-        raise Rejected(f"message of {len(raw.payload)} bytes exceeds {max_bytes}", code="too-large")
+        raise Oversized(f"message of {len(raw.payload)} bytes exceeds the limit of {max_bytes}")
     if not raw.payload.strip():
-        raise Rejected("empty message", code="empty")
-    organizations = gateways.get(raw.gateway)
-    if organizations is None:
-        raise Rejected(f"unknown or inactive gateway {raw.gateway!r}", code="unknown-gateway")
-    return organizations
+        raise Unparseable("empty message", code="empty")
+    gateway = gateways.get(raw.gateway)
+    if gateway is None:
+        raise NotAuthorised(f"unknown or inactive gateway {raw.gateway!r}", code="unknown-gateway")
+    return gateway

@@ -1,23 +1,48 @@
-"""The adapter catalogue: declarative YAML files under `adapters/`, each schema-checked.
+"""The adapter catalogue: one YAML file per device format under `adapters/`, schema-checked.
 
 A broken file disables only its own adapter; its messages are quarantined with the reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import yaml
 
 SCHEMA_FILE = "adapter.schema.json"
 _STEP = re.compile(r"^(?P<key>[^\[\]]+)?(?P<all>\[\*\])?$")
+
+Format = Literal["json", "fhir", "hl7v2"]
+TimeFormat = Literal["iso8601", "epoch-seconds", "epoch-milliseconds"]
+Paths = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeTarget:
+    """What one source code means: a type (and component of a panel) in a UCUM unit."""
+
+    type: str
+    component: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """Readings kept as a list of coded values inside each item."""
+
+    each: str
+    code: Paths
+    value: Paths
+    unit: Paths = ()
+    exponent: Paths = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +51,21 @@ class Adapter:
 
     name: str
     description: str
-    items: tuple[str, ...]
-    fields: dict[str, tuple[str, ...]]
-    message_id: tuple[str, ...] = ()
+    format: Format = "json"
+    decoder: str | None = None
+    items: Paths = ()
+    fields: dict[str, Paths] = field(default_factory=dict)
+    message_id: Paths = ()
+    time_format: TimeFormat = "iso8601"
+    time_zone: Paths = ()
+    component_fields: dict[str, Paths] = field(default_factory=dict)
+    coded: Coded | None = None
+    codes: dict[str, CodeTarget] = field(default_factory=dict)
+    ignore_codes: frozenset[str] = frozenset()
     defaults: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,30 +98,67 @@ def cached_adapters(adapters_dir: Path) -> AdapterCatalogue:
     return load_adapters(adapters_dir)
 
 
+def decoder_exists(name: str) -> bool:
+    """Whether `dho/decoders/<name>.py` exists (without importing it)."""
+    return importlib.util.find_spec(f"dho.decoders.{name}") is not None
+
+
 def _parse(path: Path, validator: jsonschema.Draft202012Validator) -> Adapter:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(top)"
         raise ValueError(f"schema error at {where}: {first.message}")
     if data["name"] != path.stem:
         raise ValueError(f"name {data['name']!r} must equal the file name {path.stem!r}")
+    if data["format"] == "json" and "type" not in data["fields"] and "coded" not in data:
+        raise ValueError("a json adapter needs fields.type or coded")
+    decoder = data.get("decoder")
+    if decoder is not None and not decoder_exists(decoder):
+        raise ValueError(f"there is no decoder dho/decoders/{decoder}.py")
     return Adapter(
         name=data["name"],
         description=data["description"],
-        items=tuple(data["items"]),
-        fields={k: tuple(v) for k, v in data["fields"].items()},
+        format=data["format"],
+        decoder=decoder,
+        items=tuple(data.get("items", ())),
+        fields={k: tuple(v) for k, v in data.get("fields", {}).items()},
         message_id=tuple(data.get("message_id", ())),
+        time_format=data.get("time_format", "iso8601"),
+        time_zone=tuple(data.get("time_zone", ())),
+        component_fields={k: tuple(v) for k, v in data.get("component_fields", {}).items()},
+        coded=_coded(data.get("coded")),
+        codes={str(k): CodeTarget(**v) for k, v in data.get("codes", {}).items()},
+        ignore_codes=frozenset(str(c) for c in data.get("ignore_codes", ())),
         defaults=dict(data.get("defaults", {})),
         types=dict(data.get("types", {})),
+        units=dict(data.get("units", {})),
+        source=path,
     )
 
 
-def find(document: Any, path: str) -> list[Any]:
-    """Every value at `path` (dotted keys, `[*]` enters each list element, `$` is the root)."""
+def _coded(raw: Mapping[str, Any] | None) -> Coded | None:
+    if raw is None:
+        return None
+    return Coded(
+        each=raw["each"],
+        code=tuple(raw["code"]),
+        value=tuple(raw["value"]),
+        unit=tuple(raw.get("unit", ())),
+        exponent=tuple(raw.get("exponent", ())),
+    )
+
+
+def find(document: Any, path: str, root: Any = None) -> list[Any]:
+    """Every value at `path`: dotted keys, `[*]` enters each list element, `$` is `document`.
+
+    A path starting with `/` is read from `root` (the whole payload) instead.
+    """
     if path == "$":
         return [document]
+    if path.startswith("/"):
+        document, path = (document if root is None else root), path[1:]
     found = [document]
     for step in path.split("."):
         match = _STEP.match(step)
@@ -109,10 +181,10 @@ def _step(values: list[Any], key: str | None, enter_list: bool) -> Iterator[Any]
             yield value
 
 
-def first(document: Any, paths: tuple[str, ...]) -> Any:
+def first(document: Any, paths: Paths, root: Any = None) -> Any:
     """The value at the first of `paths` that finds one, or None."""
     for path in paths:
-        values = find(document, path)
+        values = find(document, path, root)
         if values and values[0] is not None:
             return values[0]
     return None

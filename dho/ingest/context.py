@@ -9,9 +9,15 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dho.db.models import Device, DeviceAssignment, ObservationRow, RawMessage
-from dho.ingest.measurement import Measurement
-from dho.ingest.resolve import RegistrySnapshot
+from dho.db.models import Device, ObservationRow, Patient, RawMessage
+from dho.ingest.decoded import DecodedItem
+from dho.ingest.resolve import (
+    DEVICE_ID_SYSTEM,
+    NATIONAL_ID_SYSTEMS,
+    PATIENT_ID_SYSTEM,
+    Gateway,
+    RegistrySnapshot,
+)
 from dho.registry import queries
 
 T = TypeVar("T")
@@ -22,6 +28,7 @@ class StoredObservation:
     id: str
     version_id: int
     value_digest: str
+    identity: str = ""
 
 
 @dataclass(slots=True)
@@ -30,36 +37,93 @@ class ExistingState:
 
     message_ids: set[tuple[str, str]] = field(default_factory=set)
     observations: dict[str, StoredObservation] = field(default_factory=dict)
+    by_source_identifier: dict[str, StoredObservation] = field(default_factory=dict)
+    # When re-processing stored messages: open quarantine rows by (raw message, item index).
+    open_quarantine: dict[tuple[int, int | None], int] = field(default_factory=dict)
 
 
-async def load_gateways(session: AsyncSession, ids: Iterable[str]) -> dict[str, set[str]]:
+async def load_gateways(session: AsyncSession, ids: Iterable[str]) -> dict[str, Gateway]:
     """Active gateways by id, with the organisations each serves."""
     found = await queries.gateways_by_id(session, set(ids))
-    return {gid: orgs for gid, (gateway, orgs) in found.items() if gateway.active}
+    return {
+        gid: Gateway(gid, frozenset(orgs), gateway.mqtt_receipts)
+        for gid, (gateway, orgs) in found.items()
+        if gateway.active
+    }
 
 
-async def load_registry(
-    session: AsyncSession, measurements: Iterable[Measurement]
-) -> RegistrySnapshot:
-    keys = {(m.device_system, m.device_id) for m in measurements}
-    devices: dict[tuple[str, str], Device] = await queries.devices_by_identifier(session, keys)
-    assignments: dict[str, list[DeviceAssignment]] = await queries.assignments_for_devices(
-        session, [d.id for d in devices.values()]
-    )
-    patients = {a.patient_id for rows in assignments.values() for a in rows}
-    organizations = await queries.patient_organizations(session, patients)
+async def load_registry(session: AsyncSession, items: Iterable[DecodedItem]) -> RegistrySnapshot:
+    """Devices, their assignments and patients for every measurement and claim of a batch."""
+    device_keys: set[tuple[str, str]] = set()
+    patient_keys: set[tuple[str, str]] = set()
+    for item in items:
+        if item.measurement is not None:
+            device_keys.add((item.measurement.device_system, item.measurement.device_id))
+            if item.measurement.patient is not None:
+                patient_keys.add(item.measurement.patient)
+        elif item.claim is not None:
+            keys = set(item.claim.identifiers)
+            if item.claim.reference is not None:
+                system = (
+                    DEVICE_ID_SYSTEM
+                    if item.claim.resource_type == "Device"
+                    else (PATIENT_ID_SYSTEM)
+                )
+                keys.add((system, item.claim.reference.split("/", 1)[-1]))
+            (device_keys if item.claim.resource_type == "Device" else patient_keys).update(keys)
+    devices = await _devices(session, device_keys)
+    assignments = await queries.assignments_for_devices(session, [d.id for d in devices.values()])
+    patients = await _patients(session, patient_keys)
+    in_care = {a.patient_id for rows in assignments.values() for a in rows}
+    organizations = await queries.patient_organizations(session, in_care)
     return RegistrySnapshot(
-        devices=devices, assignments=assignments, patient_organizations=organizations
+        devices=devices,
+        assignments=assignments,
+        patient_organizations=organizations,
+        patients=patients,
     )
+
+
+async def _devices(
+    session: AsyncSession, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], Device]:
+    by_identifier = {k for k in keys if k[0] != DEVICE_ID_SYSTEM}
+    found = await queries.devices_by_identifier(session, by_identifier)
+    ids = sorted(value for system, value in keys if system == DEVICE_ID_SYSTEM)
+    for chunk in _chunks(ids):
+        for device in await session.scalars(select(Device).where(Device.id.in_(chunk))):
+            found[(DEVICE_ID_SYSTEM, device.id)] = device
+    return found
+
+
+async def _patients(
+    session: AsyncSession, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    national = sorted(value for system, value in keys if system in NATIONAL_ID_SYSTEMS)
+    ids = sorted(value for system, value in keys if system == PATIENT_ID_SYSTEM)
+    found: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(national):
+        stmt = select(Patient.id, Patient.national_id_system, Patient.national_id).where(
+            Patient.national_id.in_(chunk)
+        )
+        for patient_id, system, value in await session.execute(stmt):
+            found[(system, value)] = patient_id
+    for chunk in _chunks(ids):
+        for patient_id in await session.scalars(select(Patient.id).where(Patient.id.in_(chunk))):
+            found[(PATIENT_ID_SYSTEM, patient_id)] = patient_id
+    return found
 
 
 async def load_existing(
-    session: AsyncSession, message_keys: Iterable[tuple[str, str]], identities: Iterable[str]
+    session: AsyncSession,
+    message_keys: Iterable[tuple[str, str]],
+    identities: Iterable[str],
+    source_identifiers: Iterable[str] = (),
 ) -> ExistingState:
     state = ExistingState()
     wanted = set(message_keys)
     gateways = sorted({gateway for gateway, _ in wanted})
-    # Two plain IN lists let PostgreSQL use the (gateway_id, message_id) index; a row-value
+    # Two plain IN lists let PostgreSQL use the (message_id, gateway_id) index; a row-value
     # IN list does not, and turns into a scan that grows with the table.
     for chunk in _chunks(sorted({message_id for _, message_id in wanted})):
         rows = await session.execute(
@@ -68,17 +132,25 @@ async def load_existing(
             )
         )
         state.message_ids.update((g, str(m)) for g, m in rows if (g, m) in wanted)
-    for identity_chunk in _chunks(list(set(identities))):
-        result = await session.execute(
-            select(
-                ObservationRow.identity,
-                ObservationRow.id,
-                ObservationRow.version_id,
-                ObservationRow.value_digest,
-            ).where(ObservationRow.identity.in_(identity_chunk))
-        )
-        for identity, obs_id, version, digest in result:
-            state.observations[identity] = StoredObservation(obs_id, version, digest)
+    columns = (
+        ObservationRow.identity,
+        ObservationRow.id,
+        ObservationRow.version_id,
+        ObservationRow.value_digest,
+        ObservationRow.source_identifier,
+    )
+    for column, keys in (
+        (ObservationRow.identity, identities),
+        (ObservationRow.source_identifier, source_identifiers),
+    ):
+        for chunk in _chunks(sorted(set(keys))):
+            for identity, obs_id, version, digest, source in await session.execute(
+                select(*columns).where(column.in_(chunk))
+            ):
+                stored = StoredObservation(obs_id, version, digest, identity)
+                state.observations[identity] = stored
+                if source is not None:
+                    state.by_source_identifier[source] = stored
     return state
 
 

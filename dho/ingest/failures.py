@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from dho.ingest.errors import DataError
+from dho.ingest.errors import DataError, Reason
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -31,6 +31,7 @@ class ProcessingError(DataError):
     """A message that made processing fail unexpectedly; quarantined, isolated from its batch."""
 
     code = "processing-error"
+    reason: Reason = "processing-error"
 
 
 def processing_error(exc: BaseException) -> ProcessingError:

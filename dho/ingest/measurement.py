@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Literal
 
 Transport = Literal["http", "mqtt"]
+TimeFlag = Literal["local-time-assumed", "ambiguous-local-time", "nonexistent-local-time"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EUI64_SYSTEM = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
@@ -40,7 +41,11 @@ class Measurement:
 
     `type` is a key of the measurement-type catalogue under `fhir/` (e.g. `blood-pressure`).
     `value` is set for single-valued types; `components` (keyed by component name, e.g.
-    `systolic`) for panels. `effective` always carries the device's UTC offset.
+    `systolic`) for panels. `effective` always carries the device's UTC offset; when the
+    device sent a local time without one, `time_flag` says how it was read.
+    `source_identifier` is an identifier the sender gave the reading (e.g. the PHD
+    Observation identifier); `patient` is an identifier the sender claims for the patient
+    (system, value), checked against the device's assignment.
     """
 
     device_system: str
@@ -49,6 +54,17 @@ class Measurement:
     effective: datetime
     value: Quantity | None = None
     components: dict[str, Quantity] = field(default_factory=dict)
+    time_flag: TimeFlag | None = None
+    source_identifier: tuple[str, str] | None = None
+    patient: tuple[str, str] | None = None
+
+    @property
+    def source_key(self) -> str | None:
+        """The sender's identifier for the reading as `system|value`, when it gave one."""
+        if self.source_identifier is None:
+            return None
+        system, value = self.source_identifier
+        return f"{system}|{value}"[:400]
 
     @property
     def identity(self) -> str:

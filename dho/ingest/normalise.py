@@ -1,4 +1,4 @@
-"""The normalise stage: canonical UCUM units by Decimal arithmetic, then the plausibility gate."""
+"""The normalise stage: canonical UCUM units (maps from the UCUM library), then plausibility."""
 
 from __future__ import annotations
 
@@ -152,8 +152,7 @@ def _to_canonical(quantity: Quantity, spec: UnitSpec, label: str) -> Quantity:
 def _convert(value: Decimal, conversion: UnitConversion, decimals: int, label: str) -> Decimal:
     ctx = _ARITHMETIC
     try:
-        shifted = ctx.add(value, conversion.add)
-        exact = ctx.divide(ctx.multiply(shifted, conversion.multiply), conversion.divide)
+        exact = ctx.add(ctx.multiply(value, conversion.map.factor), conversion.map.offset)
         return exact.quantize(Decimal(1).scaleb(-decimals), context=ctx)
     except (InvalidOperation, Overflow) as exc:
         raise PlausibilityError(f"{label}: {value} {conversion.unit} is out of range") from exc

@@ -8,9 +8,10 @@ retries and nothing is acknowledged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,15 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.catalogue import Catalogue, load_catalogue
 from dho.ingest.accept import accept
 from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
-from dho.ingest.context import load_existing, load_gateways, load_registry
+from dho.ingest.context import ExistingState, load_existing, load_gateways, load_registry
 from dho.ingest.decode import decode
+from dho.ingest.decoded import DecodeContext, DecodedItem
 from dho.ingest.errors import DataError
 from dho.ingest.failures import is_infrastructure_error, is_transient_conflict, processing_error
-from dho.ingest.measurement import Measurement, RawMessage
+from dho.ingest.measurement import RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
 from dho.ingest.record import DeliveryTarget, record
-from dho.ingest.resolve import RegistrySnapshot, resolve
+from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve, resolve_claim
 from dho.ingest.to_fhir import to_fhir
 from dho.rules.evaluate import evaluate
 from dho.rules.thresholds import Thresholds, load_thresholds
@@ -43,14 +45,22 @@ class ReferenceData:
     types: Catalogue
     limits: PlausibilityLimits
     thresholds: Thresholds
+    context: DecodeContext
 
     @classmethod
     def load(cls, settings: Settings) -> ReferenceData:
+        types = load_catalogue(Path(settings.fhir_dir))
         return cls(
             adapters=load_adapters(Path(settings.adapters_dir)),
-            types=load_catalogue(Path(settings.fhir_dir)),
+            types=types,
             limits=load_plausibility(Path(settings.config_dir)),
             thresholds=load_thresholds(Path(settings.config_dir)),
+            context=DecodeContext(
+                types=types,
+                local_zone=ZoneInfo(settings.device_time_zone),
+                max_items=settings.max_measurements_per_message,
+                fhir_dir=Path(settings.fhir_dir),
+            ),
         )
 
 
@@ -69,6 +79,10 @@ class Pipeline:
         self._targets: tuple[DeliveryTarget, ...] = (
             (DeliveryTarget("webhook", settings.webhook_url),) if settings.webhook_url else ()
         )
+
+    @property
+    def reference(self) -> ReferenceData:
+        return self._reference
 
     async def process(self, raws: list[RawMessage]) -> list[MessageResult]:
         """Commit the batch and return one result per message, in order."""
@@ -103,87 +117,147 @@ class Pipeline:
         self, raw: RawMessage, exc: BaseException
     ) -> MessageResult:
         message_id = raw.message_id or self._message_id(raw)
-        error = processing_error(exc)
-        plan = MessagePlan(raw=raw, message_id=message_id, error=error)
+        plan = MessagePlan(raw=raw, message_id=message_id, error=processing_error(exc))
         keys = [(raw.gateway, message_id)] if message_id else []
         async with self._sessions() as session, session.begin():
             existing = await load_existing(session, keys, [])
-            return (
-                await record(
-                    session, [plan], existing, targets=self._targets, now=datetime.now(UTC)
-                )
-            )[0]
+            return (await self._record(session, [plan], existing))[0]
 
     def _message_id(self, raw: RawMessage) -> str | None:
         """The payload's message id, when it can be read at all (for de-duplicating)."""
         try:
-            return decode(raw, self._reference.adapters)[0]
+            return decode(raw, self._reference.adapters, self._reference.context).message_id
         except Exception:  # the message is broken; it is quarantined without an id
             return None
 
     async def _commit(self, raws: list[RawMessage]) -> list[MessageResult]:
         async with self._sessions() as session, session.begin():
-            plans = await self._compute(session, raws)
-            message_keys = [(p.raw.gateway, p.message_id) for p in plans if p.message_id]
-            identities = [
-                item.resolved.measurement.identity
-                for p in plans
-                for item in p.items
-                if item.resolved is not None
-            ]
-            existing = await load_existing(session, message_keys, identities)
-            return await record(
-                session, plans, existing, targets=self._targets, now=datetime.now(UTC)
-            )
+            plans = await self.compute(session, raws)
+            return await self.record_plans(session, plans)
 
-    async def _compute(self, session: AsyncSession, raws: list[RawMessage]) -> list[MessagePlan]:
+    async def record_plans(
+        self, session: AsyncSession, plans: list[MessagePlan]
+    ) -> list[MessageResult]:
+        """Write computed plans in the caller's transaction (no commit)."""
+        message_keys = [
+            (p.raw.gateway, p.message_id) for p in plans if p.message_id and p.raw_id is None
+        ]
+        measured = [item.resolved.measurement for p in plans for item in p.items if item.resolved]
+        existing = await load_existing(
+            session,
+            message_keys,
+            [m.identity for m in measured],
+            [m.source_key for m in measured if m.source_key],
+        )
+        return await self._record(session, plans, existing)
+
+    async def _record(
+        self, session: AsyncSession, plans: list[MessagePlan], existing: ExistingState
+    ) -> list[MessageResult]:
+        return await record(session, plans, existing, targets=self._targets, now=datetime.now(UTC))
+
+    async def compute(
+        self, session: AsyncSession, raws: list[RawMessage], raw_ids: list[int] | None = None
+    ) -> list[MessagePlan]:
+        """Every stage but record, for a batch; `raw_ids` when re-processing stored messages."""
         gateways = await load_gateways(session, {raw.gateway for raw in raws})
         decoded = [self._decode(raw, gateways) for raw in raws]
-        snapshot = await load_registry(session, [m for d in decoded for m in d.measurements])
+        if raw_ids is not None:
+            for one, raw_id in zip(decoded, raw_ids, strict=True):
+                one.plan.raw_id = raw_id
+        snapshot = await load_registry(session, [item for d in decoded for item in d.items])
         return [self._items(d, snapshot) for d in decoded]
 
-    def _decode(self, raw: RawMessage, gateways: dict[str, set[str]]) -> _Decoded:
+    def _decode(self, raw: RawMessage, gateways: dict[str, Gateway]) -> _Decoded:
+        reference = self._reference
         try:
-            organizations = accept(raw, gateways, self._settings.max_message_bytes)
-            message_id, measurements = decode(raw, self._reference.adapters)
+            gateway = accept(raw, gateways, self._settings.max_message_bytes)
+            decoded = decode(raw, reference.adapters, reference.context)
         except DataError as error:
             return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=error))
         except Exception as exc:  # isolate a poison message from its batch
             log.exception("decoding a message on %s failed unexpectedly", raw.topic)
             failure = processing_error(exc)
             return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=failure))
-        plan = MessagePlan(raw=raw, message_id=raw.message_id or message_id)
-        return _Decoded(plan, measurements, organizations)
+        plan = MessagePlan(
+            raw=raw,
+            message_id=raw.message_id or decoded.message_id,
+            atomic=decoded.atomic,
+            kind=decoded.kind,
+            wants_receipt=gateway.mqtt_receipts,
+        )
+        return _Decoded(plan, decoded.items, gateway)
 
     def _items(self, decoded: _Decoded, snapshot: RegistrySnapshot) -> MessagePlan:
         plan = decoded.plan
-        latest_valid = plan.raw.received_at + timedelta(seconds=self._settings.clock_skew_max_s)
-        for index, m in enumerate(decoded.measurements):
-            item = ItemPlan(index=index)
+        for index, source in enumerate(decoded.items):
+            item = ItemPlan(index=index, label=source.label)
             try:
-                resolved = resolve(m, snapshot, decoded.organizations, latest_valid)
-                normalised = normalise(m, self._reference.types, self._reference.limits)
-                item.resolved = replace(resolved, measurement=normalised)
-                item.observation = to_fhir(
-                    normalised,
-                    patient_id=resolved.patient_id,
-                    device_id=resolved.device_id,
-                    catalogue=self._reference.types,
-                )
-                item.decisions = evaluate(normalised, self._reference.thresholds)
+                self._item(item, source, plan.raw, decoded.gateway, snapshot)
             except DataError as error:
                 item.error = error
             except Exception as exc:
-                log.exception("measurement %d on %s failed unexpectedly", index, plan.raw.topic)
+                log.exception("item %s on %s failed unexpectedly", source.label, plan.raw.topic)
                 item.error = processing_error(exc)
             plan.items.append(item)
+        if plan.atomic:
+            _all_or_nothing(plan)
         return plan
+
+    def _item(
+        self,
+        item: ItemPlan,
+        source: DecodedItem,
+        raw: RawMessage,
+        gateway: Gateway | None,
+        snapshot: RegistrySnapshot,
+    ) -> None:
+        if source.error is not None:
+            raise source.error
+        if source.claim is not None:
+            item.reference = resolve_claim(source.claim, snapshot)
+            return
+        assert source.measurement is not None and gateway is not None
+        settings, reference = self._settings, self._reference
+        latest_valid = raw.received_at + timedelta(seconds=settings.clock_skew_max_s)
+        resolved = resolve(source.measurement, snapshot, gateway, latest_valid)
+        normalised = normalise(resolved.measurement, reference.types, reference.limits)
+        item.late = raw.received_at - normalised.effective > timedelta(
+            seconds=settings.late_after_s
+        )
+        item.resolved = Resolved(normalised, resolved.device_id, resolved.patient_id)
+        item.observation = to_fhir(
+            normalised,
+            patient_id=resolved.patient_id,
+            device_id=resolved.device_id,
+            catalogue=reference.types,
+            received_at=raw.received_at,
+            late=item.late,
+        )
+        # Late readings feed trends but raise no acute alert.
+        item.decisions = [] if item.late else evaluate(normalised, reference.thresholds)
+
+
+def _all_or_nothing(plan: MessagePlan) -> None:
+    """An atomic message with a failing item is rejected as a whole."""
+    failing = [item for item in plan.items if item.error is not None]
+    if not failing:
+        return
+    first = failing[0]
+    assert first.error is not None
+    error = DataError(
+        f"transaction rejected: {len(failing)} of {len(plan.items)} entries cannot be stored; "
+        f"{first.label}: {first.error}",
+        code="transaction-rejected",
+    )
+    error.reason = first.error.reason
+    plan.error = error
 
 
 @dataclass(slots=True)
 class _Decoded:
-    """A message after accept and decode, before its measurements are resolved."""
+    """A message after accept and decode, before its items are resolved."""
 
     plan: MessagePlan
-    measurements: list[Measurement] = field(default_factory=list)
-    organizations: set[str] = field(default_factory=set)
+    items: tuple[DecodedItem, ...] = ()
+    gateway: Gateway | None = None

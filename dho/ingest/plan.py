@@ -6,22 +6,25 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dho.ingest.errors import DataError
-from dho.ingest.measurement import RawMessage
+from dho.ingest.measurement import RawMessage, TimeFlag
 from dho.ingest.resolve import Resolved
 from dho.rules.evaluate import Decision
 
-ItemStatus = Literal["created", "duplicate", "corrected", "quarantined"]
+ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "not-stored"]
 MessageStatus = Literal["accepted", "duplicate", "rejected"]
 
 
 @dataclass(slots=True)
 class ItemPlan:
-    """One measurement of a message: an observation to store, or the reason it cannot be."""
+    """One item of a message: an observation to store, a registry match, or why neither."""
 
     index: int
+    label: str
     resolved: Resolved | None = None
     observation: dict[str, Any] | None = None
     decisions: list[Decision] = field(default_factory=list)
+    reference: str | None = None
+    late: bool = False
     error: DataError | None = None
 
 
@@ -31,18 +34,29 @@ class MessagePlan:
     message_id: str | None = None
     items: list[ItemPlan] = field(default_factory=list)
     error: DataError | None = None
+    atomic: bool = False
+    kind: str | None = None
+    wants_receipt: bool = False
+    # When re-driving or replaying: the stored raw message, which is not stored again.
+    raw_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ItemResult:
     index: int
     status: ItemStatus
+    label: str = ""
     observation_id: str | None = None
     version_id: int | None = None
+    amended: bool = False
+    late: bool = False
+    time_flag: TimeFlag | None = None
     alert_id: str | None = None
     alert_severity: str | None = None
-    reason_code: str | None = None
+    reference: str | None = None
     reason: str | None = None
+    reason_code: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,5 +67,20 @@ class MessageResult:
     message_id: str | None
     raw_message_id: int | None
     items: tuple[ItemResult, ...] = ()
-    reason_code: str | None = None
     reason: str | None = None
+    reason_code: str | None = None
+    detail: str | None = None
+    kind: str | None = None
+    wants_receipt: bool = False
+
+    @property
+    def not_authorised(self) -> bool:
+        """True when nothing was stored because the sender may not send any of it."""
+        if self.status == "rejected":
+            return self.reason == "not-authorised"
+        quarantined = [i for i in self.items if i.status == "quarantined"]
+        return (
+            bool(self.items)
+            and len(quarantined) == len(self.items)
+            and all(i.reason == "not-authorised" for i in quarantined)
+        )

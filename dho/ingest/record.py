@@ -2,6 +2,9 @@
 
 Rows are collected first and written with one multi-row INSERT per table, in foreign-key
 order: raw messages, observations and their versions, alerts, deliveries, quarantine.
+
+A re-processed message (re-drive, replay) is not stored again: its open quarantine rows
+are resolved when the item now becomes data, or updated with the new reason.
 """
 
 from __future__ import annotations
@@ -55,7 +58,10 @@ class _Batch:
     existing: ExistingState
     targets: tuple[DeliveryTarget, ...]
     now: datetime
+    redriven_by: str | None
     rows: _Rows = field(default_factory=_Rows)
+    # Re-processed messages whose message-level quarantine row was resolved in this batch.
+    unquarantined: set[int] = field(default_factory=set)
     # Rows of this batch not inserted yet, for a reading corrected within the same batch.
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_alerts: set[tuple[str, str]] = field(default_factory=set)
@@ -68,17 +74,18 @@ async def record(
     *,
     targets: tuple[DeliveryTarget, ...],
     now: datetime,
+    redriven_by: str | None = None,
 ) -> list[MessageResult]:
     """Write raw messages, observations, alerts, deliveries and quarantine rows; no commit."""
-    batch = _Batch(session, existing, targets, now)
-    fresh = [plan for plan in plans if not _seen_before(plan, existing)]
+    batch = _Batch(session, existing, targets, now, redriven_by)
+    fresh = [p for p in plans if p.raw_id is None and not _seen_before(p, existing)]
     raw_ids = await _insert_raw(session, fresh)
     raw_id_of = {id(plan): raw_id for plan, raw_id in zip(fresh, raw_ids, strict=True)}
     results: list[MessageResult] = []
     for plan in plans:
-        raw_id = raw_id_of.get(id(plan))
+        raw_id = plan.raw_id if plan.raw_id is not None else raw_id_of.get(id(plan))
         if raw_id is None:
-            results.append(MessageResult("duplicate", plan.message_id, None))
+            results.append(MessageResult("duplicate", plan.message_id, None, kind=plan.kind))
         else:
             results.append(await _record_message(batch, plan, raw_id))
     await _insert_rows(session, batch.rows)
@@ -131,60 +138,113 @@ async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:
 
 async def _record_message(batch: _Batch, plan: MessagePlan, raw_id: int) -> MessageResult:
     if plan.error is not None:
-        _quarantine(batch, raw_id, None, plan.error)
+        error = plan.error
+        await _quarantine(batch, raw_id, None, None, error, message_failed=True)
         return MessageResult(
-            "rejected", plan.message_id, raw_id, reason_code=plan.error.code, reason=str(plan.error)
+            "rejected",
+            plan.message_id,
+            raw_id,
+            tuple(_unstored(item) for item in plan.items),
+            reason=error.reason,
+            reason_code=error.code,
+            detail=str(error),
+            kind=plan.kind,
         )
-    items = [await _record_item(batch, item, raw_id) for item in plan.items]
-    return MessageResult("accepted", plan.message_id, raw_id, tuple(items))
+    if await _resolve_quarantine(batch, raw_id, None, "the message can be read now"):
+        batch.unquarantined.add(raw_id)
+    items = [await _record_item(batch, plan, item, raw_id) for item in plan.items]
+    return MessageResult(
+        "accepted",
+        plan.message_id,
+        raw_id,
+        tuple(items),
+        kind=plan.kind,
+        wants_receipt=plan.wants_receipt,
+    )
 
 
-async def _record_item(batch: _Batch, item: ItemPlan, raw_id: int) -> ItemResult:
+def _unstored(item: ItemPlan) -> ItemResult:
+    """An item of a rejected (atomic) message: its own error, or stored not at all."""
+    if item.error is None:
+        return ItemResult(item.index, "not-stored", item.label)
+    return _quarantined_result(item, item.error)
+
+
+def _quarantined_result(item: ItemPlan, error: DataError) -> ItemResult:
+    return ItemResult(
+        item.index,
+        "quarantined",
+        item.label,
+        reason=error.reason,
+        reason_code=error.code,
+        detail=str(error),
+    )
+
+
+async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id: int) -> ItemResult:
+    if item.reference is not None:
+        await _resolve_quarantine(batch, raw_id, item.index, f"matches {item.reference}")
+        return ItemResult(item.index, "matched", item.label, reference=item.reference)
     if item.error is not None or item.resolved is None or item.observation is None:
         error = item.error or DataError("nothing to record", code="processing-error")
-        _quarantine(batch, raw_id, item.index, error)
-        return ItemResult(item.index, "quarantined", reason_code=error.code, reason=str(error))
-    identity = item.resolved.measurement.identity
+        await _quarantine(batch, raw_id, item.index, item.label, error, message_failed=False)
+        return _quarantined_result(item, error)
+    m = item.resolved.measurement
     digest = _digest(item.observation)
-    known = batch.existing.observations.get(identity)
+    known = batch.existing.observations.get(m.identity)
+    if known is None and m.source_key is not None:
+        known = batch.existing.by_source_identifier.get(m.source_key)
+    flags: dict[str, Any] = {"late": item.late, "time_flag": m.time_flag}
     if known is not None and known.value_digest == digest:
-        return ItemResult(item.index, "duplicate", known.id, known.version_id)
+        await _resolve_quarantine(batch, raw_id, item.index, f"Observation/{known.id} (stored)")
+        return ItemResult(item.index, "duplicate", item.label, known.id, known.version_id, **flags)
     version = 1 if known is None else known.version_id + 1
     resource = _with_meta(item.observation, version, batch.now)
     text = jsonutil.dumps(resource)
     if known is None:
-        row = _observation_row(batch, item, raw_id, text, digest)
+        row = _observation_row(batch, plan, item, raw_id, text, digest)
         batch.rows.observations.append(row)
         batch.pending_observations[row["id"]] = row
     else:
-        await _correct_observation(batch, known, raw_id, text, digest)
-    batch.rows.versions.append(_version_row(resource["id"], version, raw_id, text, batch.now))
-    batch.existing.observations[identity] = StoredObservation(resource["id"], version, digest)
-    alert = await _alert(batch, item, resource, is_new=known is None)
+        await _correct_observation(batch, known, item, raw_id, text, digest)
+    observation_id = str(known.id if known is not None else resource["id"])
+    batch.rows.versions.append(_version_row(observation_id, version, raw_id, text, batch.now))
+    stored = StoredObservation(observation_id, version, digest, m.identity)
+    batch.existing.observations[m.identity] = stored
+    if m.source_key is not None:
+        batch.existing.by_source_identifier[m.source_key] = stored
+    await _resolve_quarantine(batch, raw_id, item.index, f"Observation/{observation_id}")
+    alert = await _alert(batch, item, resource, observation_id, is_new=known is None)
     return ItemResult(
         item.index,
-        "created" if known is None else "corrected",
-        resource["id"],
+        "accepted",
+        item.label,
+        observation_id,
         version,
-        alert["id"] if alert else None,
-        alert["severity"] if alert else None,
+        amended=known is not None,
+        alert_id=alert["id"] if alert else None,
+        alert_severity=alert["severity"] if alert else None,
+        **flags,
     )
 
 
 def _observation_row(
-    batch: _Batch, item: ItemPlan, raw_id: int, text: str, digest: str
+    batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id: int, text: str, digest: str
 ) -> dict[str, Any]:
     assert item.resolved is not None and item.observation is not None
     m = item.resolved.measurement
     return {
         "id": item.observation["id"],
         "identity": m.identity,
+        "source_identifier": m.source_key,
         "patient_id": item.resolved.patient_id,
         "device_id": item.resolved.device_id,
         "type": m.type,
         "code": item.observation["code"]["coding"][0]["code"],
         "effective": m.effective,
         "last_updated": batch.now,
+        "received_at": plan.raw.received_at,
+        "late": item.late,
         "version_id": 1,
         "value_digest": digest,
         "raw_message_id": raw_id,
@@ -193,10 +253,14 @@ def _observation_row(
 
 
 async def _correct_observation(
-    batch: _Batch, known: StoredObservation, raw_id: int, text: str, digest: str
+    batch: _Batch, known: StoredObservation, item: ItemPlan, raw_id: int, text: str, digest: str
 ) -> None:
     """The same identity with another value: a new version of the same Observation."""
+    assert item.resolved is not None
+    m = item.resolved.measurement
     values = {
+        "identity": m.identity,
+        "effective": m.effective,
         "version_id": known.version_id + 1,
         "value_digest": digest,
         "last_updated": batch.now,
@@ -225,14 +289,19 @@ def _version_row(
 
 
 async def _alert(
-    batch: _Batch, item: ItemPlan, resource: dict[str, Any], *, is_new: bool
+    batch: _Batch,
+    item: ItemPlan,
+    resource: dict[str, Any],
+    observation_id: str,
+    *,
+    is_new: bool,
 ) -> dict[str, Any] | None:
     if not item.decisions or item.resolved is None:
         return None
     decision = item.decisions[0]
-    key = (resource["id"], decision.kind)
+    key = (observation_id, decision.kind)
     if key in batch.pending_alerts or (
-        not is_new and await _has_alert(batch.session, resource["id"], decision.kind)
+        not is_new and await _has_alert(batch.session, observation_id, decision.kind)
     ):
         return None
     batch.pending_alerts.add(key)
@@ -242,7 +311,7 @@ async def _alert(
         "severity": decision.band.label,
         "status": "reported",
         "patient_id": item.resolved.patient_id,
-        "observation_id": resource["id"],
+        "observation_id": observation_id,
         "summary": decision.summary,
         "details": jsonutil.dumps(decision.details),
         "created_at": batch.now,
@@ -298,17 +367,66 @@ def _delivery(
     }
 
 
-def _quarantine(batch: _Batch, raw_id: int, index: int | None, error: DataError) -> None:
+async def _quarantine(
+    batch: _Batch,
+    raw_id: int,
+    index: int | None,
+    label: str | None,
+    error: DataError,
+    *,
+    message_failed: bool,
+) -> None:
+    """A quarantine row; when re-processing, the open row for the same item is updated.
+
+    A re-processed message makes new rows only for items of a message that was quarantined
+    whole before (its items were never looked at one by one); an item that was stored
+    before and fails now (replay with a changed adapter) is reported, not quarantined.
+    """
+    open_row = batch.existing.open_quarantine.get((raw_id, index))
+    values = {
+        "reason_class": error.reason,
+        "reason_code": error.code[:64],
+        "reason": str(error)[:2000],
+    }
+    if open_row is not None:
+        await batch.session.execute(
+            update(Quarantine)
+            .where(Quarantine.id == open_row)
+            .values(**values, attempts=Quarantine.attempts + 1)
+        )
+        return
+    reprocessing = batch.redriven_by is not None
+    if reprocessing and (message_failed or raw_id not in batch.unquarantined):
+        return
     batch.rows.quarantine.append(
         {
             "raw_message_id": raw_id,
             "item_index": index,
-            "reason_code": error.code,
-            "reason": str(error)[:2000],
+            "item_label": label[:64] if label else None,
+            **values,
             "status": "open",
             "created_at": batch.now,
         }
     )
+
+
+async def _resolve_quarantine(batch: _Batch, raw_id: int, index: int | None, how: str) -> bool:
+    """Mark the open quarantine row of this item (if re-processing one) as re-driven."""
+    open_row = batch.existing.open_quarantine.pop((raw_id, index), None)
+    if open_row is None:
+        return False
+    await batch.session.execute(
+        update(Quarantine)
+        .where(Quarantine.id == open_row)
+        .values(
+            status="redriven",
+            attempts=Quarantine.attempts + 1,
+            resolved_at=batch.now,
+            resolved_by=batch.redriven_by,
+            resolution=how[:2000],
+        )
+    )
+    return True
 
 
 def _with_meta(observation: dict[str, Any], version: int, now: datetime) -> dict[str, Any]:
@@ -317,9 +435,17 @@ def _with_meta(observation: dict[str, Any], version: int, now: datetime) -> dict
     meta["lastUpdated"] = now.isoformat(timespec="milliseconds")
     resource = {"resourceType": observation["resourceType"], "id": observation["id"], "meta": meta}
     resource.update((k, v) for k, v in observation.items() if k not in resource)
+    if version > 1:
+        resource["status"] = "amended"
     return resource
 
 
 def _digest(observation: dict[str, Any]) -> str:
-    content = {k: observation.get(k) for k in ("valueQuantity", "component", "status")}
+    """What decides duplicate or correction: the values and their units, not the status.
+
+    The status stays in the digested content as `final` so digests stored by earlier
+    versions still compare equal.
+    """
+    content = {k: observation.get(k) for k in ("valueQuantity", "component")}
+    content["status"] = "final"
     return hashlib.sha256(jsonutil.dumps(content).encode()).hexdigest()

@@ -53,7 +53,7 @@ def _accepted_units() -> list[tuple[str, str | None, UnitSpec, UnitConversion]]:
 
 def _inverse(canonical: Decimal, conversion: UnitConversion) -> Decimal:
     """The input value that converts to `canonical`, to 4 decimals."""
-    value = canonical * conversion.divide / conversion.multiply - conversion.add
+    value = (canonical - conversion.map.offset) / conversion.map.factor
     return value.quantize(Decimal("0.0001"))
 
 

@@ -116,10 +116,10 @@ async def test_unexpected_failure_quarantines_only_its_measurement(
 
     assert [r.status for r in results] == ["accepted"] * 5
     items = [r.items[0] for r in results]
-    assert [i.status for i in items] == ["created", "created", "quarantined", "created", "created"]
-    assert items[2].reason_code == "processing-error"
-    assert items[2].reason is not None
-    assert items[2].reason.startswith("unexpected RuntimeError while processing")
+    assert [i.status for i in items] == ["accepted", "accepted", "quarantined", "accepted", "accepted"]
+    assert items[2].reason == items[2].reason_code == "processing-error"
+    assert items[2].detail is not None
+    assert items[2].detail.startswith("unexpected RuntimeError while processing")
     assert await stored_payloads(sessions, results) == [r.payload for r in raws]
     async with sessions() as session:
         [quarantined] = (await session.scalars(select(Quarantine))).all()
@@ -155,10 +155,10 @@ async def test_record_failing_on_a_poison_message_isolates_it(
     results = await pipeline.process(raws)
 
     assert [r.status for r in results] == ["accepted"] * 3 + ["rejected", "accepted"]
-    assert results[3].reason_code == "processing-error"
-    assert results[3].reason is not None
-    assert results[3].reason.startswith("unexpected ValueError while processing")
-    assert [r.items[0].status for i, r in enumerate(results) if i != 3] == ["created"] * 4
+    assert results[3].reason == results[3].reason_code == "processing-error"
+    assert results[3].detail is not None
+    assert results[3].detail.startswith("unexpected ValueError while processing")
+    assert [r.items[0].status for i, r in enumerate(results) if i != 3] == ["accepted"] * 4
     # the failed batch left nothing behind; every message was stored exactly once
     assert await stored_payloads(sessions, results) == [r.payload for r in raws]
     assert await count(sessions, RawMessage) == 5
@@ -192,7 +192,7 @@ async def test_record_failing_once_stores_the_whole_batch_message_by_message(
     results = await pipeline.process(raws)
 
     assert calls == [4, 1, 1, 1, 1]
-    assert [(r.status, r.items[0].status) for r in results] == [("accepted", "created")] * 4
+    assert [(r.status, r.items[0].status) for r in results] == [("accepted", "accepted")] * 4
     assert await stored_payloads(sessions, results) == [r.payload for r in raws]
     assert await counts(sessions, RawMessage, ObservationRow, Quarantine) == [4, 4, 0]
 
@@ -247,10 +247,10 @@ async def test_concurrent_writers_store_each_measurement_once(
             if with_message_id:
                 assert sorted([a.status, b.status]) == ["accepted", "duplicate"]
                 [winner] = [r for r in (a, b) if r.status == "accepted"]
-                assert winner.items[0].status == "created"
+                assert winner.items[0].status == "accepted"
             else:
                 assert (a.status, b.status) == ("accepted", "accepted")
-                assert sorted([a.items[0].status, b.items[0].status]) == ["created", "duplicate"]
+                assert sorted([a.items[0].status, b.items[0].status]) == ["accepted", "duplicate"]
                 assert a.items[0].observation_id == b.items[0].observation_id
     finally:
         await other_engine.dispose()
@@ -287,7 +287,7 @@ async def test_concurrent_batches_in_opposite_order_store_each_measurement_once(
         await other_engine.dispose()
     b.reverse()
     for ra, rb in zip(a, b, strict=True):
-        assert sorted([ra.items[0].status, rb.items[0].status]) == ["created", "duplicate"]
+        assert sorted([ra.items[0].status, rb.items[0].status]) == ["accepted", "duplicate"]
         assert ra.items[0].observation_id == rb.items[0].observation_id
     assert await counts(sessions, ObservationRow, Alert, Quarantine) == [10, 10, 0]
 
@@ -435,7 +435,7 @@ async def test_batcher_retries_until_the_database_is_back(
         await engine.dispose()
 
     assert retries_while_down >= 1
-    assert result.status == "accepted" and result.items[0].status == "created"
+    assert result.status == "accepted" and result.items[0].status == "accepted"
     assert (batcher.stats.batches, batcher.stats.messages) == (1, 1)
     assert await counts(sessions, RawMessage, ObservationRow, Alert, Quarantine) == [1, 1, 1, 0]
 
@@ -467,7 +467,7 @@ async def test_batcher_closes_batches_at_the_size_limit(
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
-    assert [r.items[0].status for r in results] == ["created"] * 50
+    assert [r.items[0].status for r in results] == ["accepted"] * 50
     assert await stored_payloads(sessions, results) == [m.payload for m in messages]
     assert batcher.stats.batches >= 3 and batcher.stats.messages == 50
     assert sum(sizes) == 50 and max(sizes) <= 20 and len(sizes) == batcher.stats.batches
@@ -480,7 +480,7 @@ async def test_a_reading_corrected_within_one_batch_is_one_observation_in_two_ve
     await seed(sessions)
     when = minutes_ago(7)
     results = await pipeline.process([bp(185, 90, when), bp(186, 90, when), bp(186, 90, when)])
-    assert [r.items[0].status for r in results] == ["created", "corrected", "duplicate"]
+    assert [r.items[0].status for r in results] == ["accepted", "accepted", "duplicate"]
     assert [r.items[0].version_id for r in results] == [1, 2, 2]
     assert fallbacks(caplog) == []  # one commit, no conflict
     async with sessions() as session:

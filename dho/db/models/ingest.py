@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,12 +48,17 @@ class ObservationRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     identity: Mapped[str] = mapped_column(String(400), unique=True)
+    # An identifier the sender gave the reading (the PHD Observation identifier): unique too.
+    source_identifier: Mapped[str | None] = mapped_column(String(400), unique=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     device_id: Mapped[str] = mapped_column(ForeignKey("device.id"), index=True)
     type: Mapped[str] = mapped_column(String(64))
     code: Mapped[str] = mapped_column(String(64))
     effective: Mapped[datetime] = mapped_column(UTCDateTime)
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Synced long after it was measured: feeds trends, raises no acute alert.
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version_id: Mapped[int] = mapped_column(Integer, default=1)
     value_digest: Mapped[str] = mapped_column(String(64))
     raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"))
@@ -71,15 +78,28 @@ class ObservationVersion(Base):
 
 
 class Quarantine(Base):
-    """A message (or one measurement of it) set aside with the reason; can be re-driven."""
+    """A message (or one item of it) set aside with the reason; re-driven or discarded later.
+
+    `reason_class` is one of `dho.ingest.errors.REASONS`; `reason_code` is the finer cause
+    and `reason` the text. Status: `open`, `redriven` (it became data) or `discarded`.
+    """
 
     __tablename__ = "quarantine"
-    __table_args__ = (Index(None, "status", "created_at"),)
+    __table_args__ = (
+        Index(None, "status", "created_at"),
+        Index(None, "reason_class", "status"),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"), index=True)
     item_index: Mapped[int | None] = mapped_column(Integer)
+    item_label: Mapped[str | None] = mapped_column(String(64))
+    reason_class: Mapped[str] = mapped_column(String(32))
     reason_code: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="open")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(Text)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dho.db.base import Base, UTCDateTime, utcnow
@@ -72,6 +72,8 @@ class Device(Base):
     type_code: Mapped[str | None] = mapped_column(String(64))
     manufacturer: Mapped[str | None] = mapped_column(String(200))
     model: Mapped[str | None] = mapped_column(String(200))
+    # The organisation that owns the device (FHIR Device.owner): only its gateways may send.
+    owner_organization_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id"))
     resource: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -101,6 +103,8 @@ class Gateway(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_hint: Mapped[str] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Publish a receipt for every MQTT message (for MQTT 3.1.1 gateways, which cannot ask).
+    mqtt_receipts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

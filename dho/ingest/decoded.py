@@ -1,0 +1,56 @@
+"""What the decode stage hands on: per item a measurement, a registry claim, or its error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from dho.catalogue import Catalogue
+from dho.ingest.errors import DataError
+from dho.ingest.measurement import Measurement
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryClaim:
+    """A Patient or Device a message describes (e.g. a FHIR Bundle entry), to be matched.
+
+    The service never creates registry entries from device data: a claim is matched
+    against the registry by one of its identifiers (system, value), or by `reference`
+    when the sender used the service's own id (`Patient/<id>`).
+    """
+
+    resource_type: Literal["Patient", "Device"]
+    identifiers: tuple[tuple[str, str], ...] = ()
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedItem:
+    """One thing a message holds, and where (`label`, e.g. `Bundle.entry[3]` or `OBX[4]`)."""
+
+    label: str
+    measurement: Measurement | None = None
+    claim: RegistryClaim | None = None
+    error: DataError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded message. `atomic` messages (a FHIR transaction) are stored all or nothing."""
+
+    message_id: str | None
+    items: tuple[DecodedItem, ...]
+    atomic: bool = False
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeContext:
+    """What a decoder may use besides the payload and its adapter."""
+
+    types: Catalogue
+    local_zone: ZoneInfo
+    max_items: int
+    fhir_dir: Path
