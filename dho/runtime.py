@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dho.alerts.outbox import RetryPolicy, deliver_due
 from dho.alerts.webhook import WebhookSender
+from dho.api.rate_limit import RateLimiter
 from dho.db import migrate
 from dho.db.engine import create_engine, session_factory
 from dho.ingest.batcher import Batcher
@@ -32,6 +33,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     reference: ReferenceData
     batcher: Batcher
+    rate_limiter: RateLimiter
     listener: MqttListener | None = None
     broker: EmbeddedBroker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -62,7 +64,8 @@ async def start(settings: Settings) -> Runtime:
     sessions = session_factory(engine)
     pipeline = Pipeline(settings, sessions, reference)
     batcher = Batcher(pipeline, max_size=settings.batch_max_size, flush_ms=settings.batch_flush_ms)
-    rt = Runtime(settings, engine, sessions, reference, batcher)
+    limiter = RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
+    rt = Runtime(settings, engine, sessions, reference, batcher, limiter)
     rt.tasks.append(asyncio.create_task(batcher.run(), name="batcher"))
     if settings.mqtt_enabled:
         rt.broker = await ensure_broker(settings)

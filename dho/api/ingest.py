@@ -1,28 +1,20 @@
-"""HTTP transport: `POST /ingest/{adapter}` with a gateway key; 202 after the commit."""
+"""HTTP transport: `POST /ingest/{adapter}` with a gateway key; the answer after the commit."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dho.api.deps import bearer_token, runtime, session
+from dho.api import hl7_ack
+from dho.api.deps import runtime, session
+from dho.api.gateway_io import Refusal, gateway_of, raw_message, read_body, submit
 from dho.api.problems import problem
-from dho.ingest.batcher import BatcherStopped
-from dho.ingest.failures import is_infrastructure_error
-from dho.ingest.measurement import RawMessage
 from dho.ingest.plan import ItemResult, MessageResult
-from dho.registry.gateways import authenticate
 
 router = APIRouter(tags=["ingest"])
-
-
-class _TooLarge(Exception):
-    pass
 
 
 @router.post("/ingest/{adapter}", status_code=202)
@@ -31,67 +23,25 @@ async def ingest(
     adapter: Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")],
     db: Annotated[AsyncSession, Depends(session)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JSONResponse:
+) -> Response:
     """Store a gateway's message and answer with a receipt per measurement."""
     rt = runtime(request)
-    token = bearer_token(request)
     try:
-        gateway = await authenticate(db, token) if token else None
-    except Exception as exc:
-        if not is_infrastructure_error(exc):
-            raise
-        return _unavailable("the database is unreachable")
-    finally:
-        await db.close()
-    if gateway is None:
-        return problem(401, "unauthorized", "Unauthorized", "a valid gateway key is required")
-    if adapter not in rt.reference.adapters.names():
-        return problem(404, "unknown-adapter", "Unknown adapter", f"no adapter named {adapter!r}")
-    limit = rt.settings.max_message_bytes
-    try:
-        body = await _read_body(request, limit)
-    except _TooLarge:
-        return problem(413, "too-large", "Message too large", f"the limit is {limit} bytes")
-    raw = RawMessage(
-        payload=body,
-        transport="http",
-        topic=f"/ingest/{adapter}",
-        gateway=gateway.id,
-        adapter=adapter,
-        received_at=datetime.now(UTC),
-        message_id=idempotency_key,
-    )
-    try:
-        result = await asyncio.wait_for(
-            asyncio.shield(rt.batcher.submit(raw)), rt.settings.http_ingest_timeout_s
-        )
-    except BatcherStopped:
-        return _unavailable("the service is shutting down")
-    except TimeoutError:
-        return _unavailable("the message is not stored yet (database slow or unreachable)")
+        gateway = await gateway_of(request, db)
+        if adapter not in rt.reference.adapters.names():
+            raise Refusal(
+                404, "unknown-adapter", "Unknown adapter", f"no adapter named {adapter!r}"
+            )
+        body = await read_body(request)
+        raw = raw_message(gateway, adapter, f"/ingest/{adapter}", body, idempotency_key)
+        result = await submit(request, raw)
+    except Refusal as refusal:
+        response = problem(refusal.status, refusal.code, refusal.title, refusal.detail)
+        response.headers.update(refusal.headers)
+        return response
+    if hl7_ack.answers_with_ack(rt.reference.adapters, adapter):
+        return hl7_ack.response(body, result)
     return _answer(result)
-
-
-def _unavailable(why: str) -> JSONResponse:
-    response = problem(
-        503, "unavailable", "Not stored", f"{why}; send it again: re-sends are de-duplicated"
-    )
-    response.headers["Retry-After"] = "5"
-    return response
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _answer(result: MessageResult) -> JSONResponse:

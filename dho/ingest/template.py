@@ -17,6 +17,7 @@ from dho import jsonutil
 from dho.ingest.adapter_catalogue import Adapter, find, first
 from dho.ingest.decoded import DecodeContext, Decoded, DecodedItem
 from dho.ingest.errors import DataError, Oversized, UnitError, Unparseable
+from dho.ingest.identifiers import canonical_device
 from dho.ingest.measurement import Measurement, Quantity, TimeFlag
 from dho.ingest.times import from_epoch, parse_iso, zone_named
 
@@ -113,7 +114,7 @@ def _read_item(
     system = first(item, fields.get("device_system", ()), root) or adapter.defaults.get(
         "device_system"
     )
-    device_system = text(system, f"{label}: device system")
+    device_system, device_id = canonical_device(text(system, f"{label}: device system"), device_id)
     effective, flag = _time(item, root, label, adapter, ctx)
     base = Measurement(device_system, device_id, "", effective, time_flag=flag)
     if adapter.coded is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
+from dho.ingest.identifiers import canonical_device
 from dho.registry.bundle import Entry, make_id
 from dho.registry.elements import bounded, dicts, instant, optional, text
 from dho.registry.references import References, link
@@ -19,6 +20,7 @@ def plan_device(entry: Entry) -> None:
     system, value = first.get("system"), first.get("value")
     if not (isinstance(system, str) and system and isinstance(value, str) and value):
         raise entry.fail("the first identifier needs a system and a value (the device's identity)")
+    system, value = canonical_device(system, value)
     entry.id = make_id(f"device|{system}|{value}")
     entry.columns = {
         "identifier_system": bounded(entry, system, 200, "identifier system"),
