@@ -85,6 +85,8 @@ def receipt_item(item: ItemResult) -> dict[str, Any]:
             out["amended"] = True
     if item.reference:
         out["reference"] = item.reference
+    if item.note:
+        out["note"] = item.note
     if item.late:
         out["late"] = True
     if item.time_flag:

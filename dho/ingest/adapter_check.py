@@ -126,7 +126,9 @@ def _describe_item(item: DecodedItem, reference: ReferenceData) -> dict[str, Any
         }
         if item.claim.reference:
             out["claim"]["reference"] = item.claim.reference
-    elif item.measurement is not None:
+    elif item.measurement is None:
+        out["ignored"] = item.note or "not stored"
+    else:
         try:
             m = normalise(item.measurement, reference.types, reference.limits)
         except DataError as error:

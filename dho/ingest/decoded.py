@@ -28,12 +28,18 @@ class RegistryClaim:
 
 @dataclass(frozen=True, slots=True)
 class DecodedItem:
-    """One thing a message holds, and where (`label`, e.g. `Bundle.entry[3]` or `OBX[4]`)."""
+    """One thing a message holds, and where (`label`, e.g. `Bundle.entry[3]` or `OBX[4]`).
+
+    An item with neither a measurement, a claim nor an error is information the service
+    reads but does not store (such as the gateway's own Device in a PHD Bundle); `note`
+    says why, and its receipt status is `ignored`.
+    """
 
     label: str
     measurement: Measurement | None = None
     claim: RegistryClaim | None = None
     error: DataError | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,7 +217,10 @@ class Pipeline:
         if source.claim is not None:
             item.reference = resolve_claim(source.claim, snapshot)
             return
-        assert source.measurement is not None and gateway is not None
+        if source.measurement is None:
+            item.note = source.note or "not stored"
+            return
+        assert gateway is not None
         settings, reference = self._settings, self._reference
         latest_valid = raw.received_at + timedelta(seconds=settings.clock_skew_max_s)
         resolved = resolve(source.measurement, snapshot, gateway, latest_valid)

@@ -10,7 +10,7 @@ from dho.ingest.measurement import RawMessage, TimeFlag
 from dho.ingest.resolve import Resolved
 from dho.rules.evaluate import Decision
 
-ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "not-stored"]
+ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "ignored", "not-stored"]
 MessageStatus = Literal["accepted", "duplicate", "rejected"]
 
 
@@ -26,6 +26,7 @@ class ItemPlan:
     reference: str | None = None
     late: bool = False
     error: DataError | None = None
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class ItemResult:
     reason: str | None = None
     reason_code: str | None = None
     detail: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,8 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
     if item.reference is not None:
         await _resolve_quarantine(batch, raw_id, item.index, f"matches {item.reference}")
         return ItemResult(item.index, "matched", item.label, reference=item.reference)
+    if item.note is not None:
+        return ItemResult(item.index, "ignored", item.label, note=item.note)
     if item.error is not None or item.resolved is None or item.observation is None:
         error = item.error or DataError("nothing to record", code="processing-error")
         await _quarantine(batch, raw_id, item.index, item.label, error, message_failed=False)
