@@ -18,7 +18,9 @@ import jsonschema
 import yaml
 
 SCHEMA_FILE = "adapter.schema.json"
-_STEP = re.compile(r"^(?P<key>[^\[\]]+)?(?P<all>\[\*\])?$")
+_STEP = re.compile(
+    r"^(?P<key>[^\[\]=]+)?(?:(?P<all>\[\*\])|\[(?P<field>[^\[\]=]+)=(?P<equals>[^\[\]=]+)\])?$"
+)
 
 Format = Literal["json", "fhir", "hl7v2"]
 TimeFormat = Literal["iso8601", "epoch-seconds", "epoch-milliseconds"]
@@ -32,6 +34,16 @@ class CodeTarget:
     type: str
     component: str | None = None
     unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Items whose value at `path` is one of `values` are quarantined with this code."""
+
+    path: str
+    values: frozenset[str]
+    code: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,7 @@ class Adapter:
     coded: Coded | None = None
     codes: dict[str, CodeTarget] = field(default_factory=dict)
     ignore_codes: frozenset[str] = frozenset()
+    refuse: tuple[Refusal, ...] = ()
     defaults: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
@@ -131,6 +144,10 @@ def _parse(path: Path, validator: jsonschema.Draft202012Validator) -> Adapter:
         coded=_coded(data.get("coded")),
         codes={str(k): CodeTarget(**v) for k, v in data.get("codes", {}).items()},
         ignore_codes=frozenset(str(c) for c in data.get("ignore_codes", ())),
+        refuse=tuple(
+            Refusal(r["path"], frozenset(str(v) for v in r["values"]), r["code"], r["message"])
+            for r in data.get("refuse", ())
+        ),
         defaults=dict(data.get("defaults", {})),
         types=dict(data.get("types", {})),
         units=dict(data.get("units", {})),
@@ -153,6 +170,8 @@ def _coded(raw: Mapping[str, Any] | None) -> Coded | None:
 def find(document: Any, path: str, root: Any = None) -> list[Any]:
     """Every value at `path`: dotted keys, `[*]` enters each list element, `$` is `document`.
 
+    `list[field=value]` enters only the elements (objects) whose `field` equals `value`.
+
     A path starting with `/` is read from `root` (the whole payload) instead.
     """
     if path == "$":
@@ -164,17 +183,26 @@ def find(document: Any, path: str, root: Any = None) -> list[Any]:
         match = _STEP.match(step)
         if match is None:
             return []
-        found = list(_step(found, match.group("key"), bool(match.group("all"))))
+        where = (match.group("field"), match.group("equals")) if match.group("field") else None
+        found = list(_step(found, match.group("key"), bool(match.group("all")), where))
     return found
 
 
-def _step(values: list[Any], key: str | None, enter_list: bool) -> Iterator[Any]:
+def _step(
+    values: list[Any], key: str | None, enter_list: bool, where: tuple[str, str] | None
+) -> Iterator[Any]:
     for value in values:
         if key is not None:
             if not isinstance(value, dict) or key not in value:
                 continue
             value = value[key]
-        if enter_list:
+        if where is not None:
+            if isinstance(value, list):
+                field_name, wanted = where
+                yield from (
+                    v for v in value if isinstance(v, dict) and str(v.get(field_name)) == wanted
+                )
+        elif enter_list:
             if isinstance(value, list):
                 yield from value
         else:

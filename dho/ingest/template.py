@@ -109,6 +109,10 @@ def _read_item(
 ) -> list[DecodedItem]:
     if not isinstance(item, dict):
         raise Unparseable(f"{label}: expected an object")
+    for refusal in adapter.refuse:
+        value = first(item, (refusal.path,), root)
+        if value is not None and str(value) in refusal.values:
+            raise DataError(f"{label}: {refusal.message}", code=refusal.code)
     fields = adapter.fields
     device_id = text_at(item, root, fields["device_id"], f"{label}: device")
     system = first(item, fields.get("device_system", ()), root) or adapter.defaults.get(
@@ -163,10 +167,11 @@ def _quantities(parts: dict[str, Any], label: str, adapter: Adapter) -> dict[str
 def _coded(
     item: Any, root: Any, label: str, base: Measurement, adapter: Adapter
 ) -> Iterator[DecodedItem]:
+    """One item per coded value, the components of a panel joined where the first one sits."""
     assert adapter.coded is not None
     coded = adapter.coded
+    out: list[DecodedItem | tuple[str, str]] = []
     panels: dict[str, dict[str, Quantity]] = {}
-    panel_labels: dict[str, str] = {}
     for position, entry in enumerate(find(item, coded.each, root)):
         where = f"{label}.{position}"
         try:
@@ -178,16 +183,24 @@ def _coded(
                 raise UnitError(f"{where}: code {code!r} is not mapped", code="unknown-code")
             quantity = _coded_quantity(entry, target.unit, where, adapter)
         except DataError as error:
-            yield DecodedItem(where, error=error)
+            out.append(DecodedItem(where, error=error))
             continue
         if target.component is None:
-            yield DecodedItem(where, measurement=_with(base, type=target.type, value=quantity))
+            out.append(
+                DecodedItem(where, measurement=_with(base, type=target.type, value=quantity))
+            )
+            continue
+        if target.type not in panels:
+            panels[target.type] = {}
+            out.append((where, target.type))
+        panels[target.type][target.component] = quantity
+    for entry in out:
+        if isinstance(entry, DecodedItem):
+            yield entry
         else:
-            panels.setdefault(target.type, {})[target.component] = quantity
-            panel_labels.setdefault(target.type, where)
-    for type_key, components in panels.items():
-        measurement = _with(base, type=type_key, components=components)
-        yield DecodedItem(panel_labels[type_key], measurement=measurement)
+            where, type_key = entry
+            panel = _with(base, type=type_key, components=panels[type_key])
+            yield DecodedItem(where, measurement=panel)
 
 
 def _code(entry: Any, paths: tuple[str, ...], where: str) -> str:
