@@ -1,45 +1,13 @@
-"""The `dho` command: serve, demo, db, registry, gateways."""
+"""The `dho` command: serve, demo, db, registry, gateways, adapters, quarantine, replay."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import sys
 from pathlib import Path
 
 import click
-from dotenv import dotenv_values
-from pydantic import ValidationError
 
-from dho.settings import Settings, unknown_environment_names
-
-
-def _settings(**overrides: object) -> Settings:
-    unknown = unknown_environment_names([*dotenv_values(".env"), *os.environ])
-    if unknown:
-        raise click.ClickException(
-            f"unknown setting(s) {', '.join(unknown)}: see docs/operators.md for the names"
-        )
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'DHO_' + '_'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}"
-            f": {err['msg']}"
-            for err in exc.errors()
-        )
-        raise click.ClickException(f"invalid settings: {problems}") from exc
-
-
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("alembic", "amqtt", "transitions", "aiosqlite", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+from dho.cli_common import load_settings, setup_logging
 
 
 @click.group()
@@ -50,8 +18,8 @@ def main() -> None:
 @main.command()
 def serve() -> None:
     """Run the service (HTTP API, MQTT ingest, outbox) with settings from DHO_* variables."""
-    settings = _settings()
-    _logging(settings)
+    settings = load_settings()
+    setup_logging(settings)
     from dho.server import run
 
     run(settings)
@@ -61,8 +29,8 @@ def serve() -> None:
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between readings.")
 def demo(interval: float) -> None:
     """Serve with a demo registry and simulated patients streaming over MQTT."""
-    settings = _settings(allow_synthetic_ids=True)
-    _logging(settings)
+    settings = load_settings(allow_synthetic_ids=True)
+    setup_logging(settings)
     from dho.demo import run_demo
 
     run_demo(settings, interval_s=interval)
@@ -78,7 +46,7 @@ def db_upgrade() -> None:
     """Migrate the database to this version's schema."""
     from dho.db import migrate
 
-    settings = _settings()
+    settings = load_settings()
     migrate.upgrade(settings)
     click.echo(f"database at {migrate.head_revision(settings)}")
 
@@ -94,7 +62,7 @@ def registry_import(bundle: Path) -> None:
     """Load a FHIR R4 batch/transaction Bundle; re-importing the same file changes nothing."""
     from dho.commands import import_registry
 
-    settings = _settings()
+    settings = load_settings()
     try:
         report = asyncio.run(import_registry(settings, bundle))
     except ValueError as exc:
@@ -107,7 +75,7 @@ def registry_organizations() -> None:
     """List organisations with the ids other commands take (e.g. gateways create)."""
     from dho.commands import list_organizations
 
-    for line in asyncio.run(list_organizations(_settings())):
+    for line in asyncio.run(list_organizations(load_settings())):
         click.echo(line)
 
 
@@ -130,10 +98,22 @@ def gateways_create(name: str, organizations: tuple[str, ...], display_name: str
     """Create gateway NAME (used in MQTT topics) and print its API key once."""
     from dho.commands import create_gateway
 
-    settings = _settings()
+    settings = load_settings()
     try:
         key = asyncio.run(create_gateway(settings, name, display_name or name, list(organizations)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"gateway {name} created. API key (shown only now, store it safely):")
     click.echo(key)
+
+
+def _add_subcommands() -> None:
+    from dho.cli_adapters import adapters
+    from dho.cli_quarantine import quarantine, replay_command
+
+    main.add_command(adapters)
+    main.add_command(quarantine)
+    main.add_command(replay_command)
+
+
+_add_subcommands()

@@ -14,6 +14,11 @@ def dumps(obj: Any) -> str:
     )
 
 
+def dumps_pretty(obj: Any) -> str:
+    """Indented JSON for people; Decimals exact."""
+    return simplejson.dumps(obj, use_decimal=True, indent=2, ensure_ascii=False, allow_nan=False)
+
+
 def loads(text: str | bytes) -> Any:
     """Parse JSON with every non-integer number as a Decimal; ValueError on NaN/Infinity."""
     return simplejson.loads(text, use_decimal=True, parse_constant=_reject_constant)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for the read APIs (FHIR, alerts); required off loopback.",
     )
+    admin_api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for operator actions (quarantine re-drive and discard); "
+        "without it they need the read token.",
+    )
     http_ingest_timeout_s: float = Field(
         default=30.0, gt=0, le=600, description="How long an ingest request waits for its commit."
     )

@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -173,3 +174,64 @@ class WebhookReceiver:
         assert self._server is not None
         self._server.shutdown()
         self._server.server_close()
+
+
+PATIENT_A = "14834641411"  # Ingrid Hansen (Bodø)
+PATIENT_B = "02915113306"  # Olav Johansen
+
+
+async def patient_id(sessions: async_sessionmaker[AsyncSession], national_id: str) -> str:
+    from sqlalchemy import select
+
+    from dho.db.models import Patient
+
+    async with sessions() as session:
+        found = await session.scalar(select(Patient.id).where(Patient.national_id == national_id))
+    assert found is not None, national_id
+    return str(found)
+
+
+async def register_device(
+    sessions: async_sessionmaker[AsyncSession],
+    value: str,
+    periods: list[tuple[str, datetime, datetime | None]],
+    *,
+    owner: str | None = None,
+) -> None:
+    """Register an EUI-64 device, assigned to patients (national id) for the given periods."""
+    device_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, value)}"
+    device: dict[str, Any] = {
+        "resourceType": "Device",
+        "identifier": [{"system": EUI64, "value": value}],
+    }
+    if owner is not None:
+        device["owner"] = {"reference": f"Organization/{owner}"}
+    entries: list[dict[str, Any]] = [{"fullUrl": device_url, "resource": device}]
+    for national_id, start, end in periods:
+        period = {"start": start.isoformat()} | ({"end": end.isoformat()} if end else {})
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {
+                    "resourceType": "DeviceUseStatement",
+                    "status": "active",
+                    "subject": {"reference": f"Patient/{await patient_id(sessions, national_id)}"},
+                    "device": {"reference": device_url},
+                    "timingPeriod": period,
+                },
+            }
+        )
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    async with sessions() as session, session.begin():
+        await import_bundle(session, bundle, allow_synthetic=True)
+
+
+def reading(device: str, type_: str, when: datetime, value: object, unit: str) -> dict[str, Any]:
+    """A single-valued dho-json measurement."""
+    return {
+        "device": device,
+        "type": type_,
+        "time": when.isoformat(timespec="milliseconds"),
+        "value": value,
+        "unit": unit,
+    }

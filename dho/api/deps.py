@@ -34,3 +34,12 @@ def read_access_allowed(request: Request) -> bool:
         return True
     given = bearer_token(request) or ""
     return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
+def admin_access_allowed(request: Request) -> bool:
+    """Whether the request may change operational state (the admin token, else the read rule)."""
+    expected = runtime(request).settings.admin_api_token
+    if expected is None:
+        return read_access_allowed(request)
+    given = bearer_token(request) or ""
+    return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())

@@ -8,6 +8,7 @@ retries and nothing is acknowledged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,9 @@ from dho.rules.thresholds import Thresholds, load_thresholds
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Which items of a stored message to process again: (raw message id, position, item).
+Keep = Callable[[int, int, "DecodedItem"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +140,18 @@ class Pipeline:
             return await self.record_plans(session, plans)
 
     async def record_plans(
-        self, session: AsyncSession, plans: list[MessagePlan]
+        self,
+        session: AsyncSession,
+        plans: list[MessagePlan],
+        *,
+        open_quarantine: dict[tuple[int, int | None], int] | None = None,
+        redriven_by: str | None = None,
     ) -> list[MessageResult]:
-        """Write computed plans in the caller's transaction (no commit)."""
+        """Write computed plans in the caller's transaction (no commit).
+
+        When re-processing stored messages, `open_quarantine` maps (raw message, item) to
+        the open quarantine row that the result resolves or updates.
+        """
         message_keys = [
             (p.raw.gateway, p.message_id) for p in plans if p.message_id and p.raw_id is None
         ]
@@ -149,23 +162,41 @@ class Pipeline:
             [m.identity for m in measured],
             [m.source_key for m in measured if m.source_key],
         )
-        return await self._record(session, plans, existing)
+        existing.open_quarantine = dict(open_quarantine or {})
+        return await self._record(session, plans, existing, redriven_by)
 
     async def _record(
-        self, session: AsyncSession, plans: list[MessagePlan], existing: ExistingState
+        self,
+        session: AsyncSession,
+        plans: list[MessagePlan],
+        existing: ExistingState,
+        redriven_by: str | None = None,
     ) -> list[MessageResult]:
-        return await record(session, plans, existing, targets=self._targets, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        return await record(
+            session, plans, existing, targets=self._targets, now=now, redriven_by=redriven_by
+        )
 
     async def compute(
-        self, session: AsyncSession, raws: list[RawMessage], raw_ids: list[int] | None = None
+        self,
+        session: AsyncSession,
+        raws: list[RawMessage],
+        raw_ids: list[int] | None = None,
+        keep: Keep | None = None,
     ) -> list[MessagePlan]:
-        """Every stage but record, for a batch; `raw_ids` when re-processing stored messages."""
+        """Every stage but record, for a batch.
+
+        When re-processing stored messages: `raw_ids` are theirs, and `keep(raw_id, index,
+        item)` chooses the items to process again (the others are left as they are).
+        """
         gateways = await load_gateways(session, {raw.gateway for raw in raws})
         decoded = [self._decode(raw, gateways) for raw in raws]
         if raw_ids is not None:
             for one, raw_id in zip(decoded, raw_ids, strict=True):
                 one.plan.raw_id = raw_id
-        snapshot = await load_registry(session, [item for d in decoded for item in d.items])
+                if keep is not None:
+                    one.items = tuple((n, i) for n, i in one.items if keep(raw_id, n, i))
+        snapshot = await load_registry(session, [item for d in decoded for _, item in d.items])
         return [self._items(d, snapshot) for d in decoded]
 
     def _decode(self, raw: RawMessage, gateways: dict[str, Gateway]) -> _Decoded:
@@ -186,11 +217,11 @@ class Pipeline:
             kind=decoded.kind,
             wants_receipt=gateway.mqtt_receipts,
         )
-        return _Decoded(plan, decoded.items, gateway)
+        return _Decoded(plan, tuple(enumerate(decoded.items)), gateway)
 
     def _items(self, decoded: _Decoded, snapshot: RegistrySnapshot) -> MessagePlan:
         plan = decoded.plan
-        for index, source in enumerate(decoded.items):
+        for index, source in decoded.items:
             item = ItemPlan(index=index, label=source.label)
             try:
                 self._item(item, source, plan.raw, decoded.gateway, snapshot)
@@ -262,5 +293,5 @@ class _Decoded:
     """A message after accept and decode, before its items are resolved."""
 
     plan: MessagePlan
-    items: tuple[DecodedItem, ...] = ()
+    items: tuple[tuple[int, DecodedItem], ...] = ()  # (position in the message, item)
     gateway: Gateway | None = None

@@ -31,6 +31,14 @@ def plan_device(entry: Entry) -> None:
     }
 
 
+def plan_device_owner(entry: Entry, refs: References) -> None:
+    """Device.owner: the organisation whose gateways alone may send for the device."""
+    owner = entry.resource.get("owner")
+    entry.columns["owner_organization_id"] = (
+        None if owner is None else link(entry, refs, owner, "Organization", "owner")
+    )
+
+
 def _device_type(res: dict[str, Any]) -> str | None:
     """The MDC code of Device.type, else its first code."""
     concept = res.get("type")

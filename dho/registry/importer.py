@@ -44,7 +44,7 @@ from dho.registry.bundle import (
     read_entries,
 )
 from dho.registry.checks import check_overlaps, check_references, check_unique_keys
-from dho.registry.devices import MDC_SYSTEM, plan_device, plan_device_use
+from dho.registry.devices import MDC_SYSTEM, plan_device, plan_device_owner, plan_device_use
 from dho.registry.parties import (
     HER_SYSTEM,
     MUNICIPALITY_EXTENSION,
@@ -115,6 +115,8 @@ async def import_bundle(
         elif entry.type == "DeviceUseStatement":
             plan_device_use(entry, refs)
             refs.add(entry)
+        elif entry.type == "Device":
+            plan_device_owner(entry, refs)
     for entry in entries:
         prepare_resource(entry, refs)
     await check_references(session, refs)

@@ -1,0 +1,233 @@
+"""Who a reading belongs to, who may send it, and that it is stored once.
+
+The pipeline is driven directly on SQLite and on the real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dho import jsonutil
+from dho.db.engine import create_engine, session_factory
+from dho.db.models import Alert, ObservationRow, ObservationVersion, Organization, Quarantine
+from dho.ingest.pipeline import Pipeline, ReferenceData
+from dho.registry.gateways import create_gateway
+from dho.settings import Settings
+from tests.support import (
+    PATIENT_A,
+    PATIENT_B,
+    blood_pressure,
+    patient_id,
+    raw_message,
+    reading,
+    register_device,
+    seed,
+)
+
+MOVED = "00-1C-05-FF-FE-09-00-01"
+
+
+@pytest.fixture
+def pipeline(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Pipeline:
+    return Pipeline(settings, sessions, ReferenceData.load(settings))
+
+
+async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_a_device_moved_between_patients_attributes_each_reading(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    moved_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    start = moved_at - timedelta(days=30)
+    await register_device(
+        sessions, MOVED, [(PATIENT_A, start, moved_at), (PATIENT_B, moved_at, None)]
+    )
+    before = reading(MOVED, "heart-rate", moved_at - timedelta(minutes=1), 64, "/min")
+    at = reading(MOVED, "heart-rate", moved_at, 65, "/min")
+    after = reading(MOVED, "heart-rate", moved_at + timedelta(minutes=1), 66, "/min")
+    [result] = await pipeline.process([raw_message([before, at, after])])
+    assert [i.status for i in result.items] == ["accepted"] * 3
+    async with sessions() as session:
+        rows = (
+            await session.scalars(select(ObservationRow).order_by(ObservationRow.effective))
+        ).all()
+    a, b = await patient_id(sessions, PATIENT_A), await patient_id(sessions, PATIENT_B)
+    assert [row.patient_id for row in rows] == [a, b, b]  # the period end is exclusive
+    for row in rows:
+        assert jsonutil.loads(row.resource)["subject"] == {"reference": f"Patient/{row.patient_id}"}
+
+
+async def test_a_reading_before_the_first_assignment_is_quarantined(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    start = datetime.now(UTC) - timedelta(days=1)
+    await register_device(sessions, MOVED, [(PATIENT_A, start, None)])
+    early = reading(MOVED, "heart-rate", start - timedelta(hours=1), 64, "/min")
+    [result] = await pipeline.process([raw_message(early)])
+    [item] = result.items
+    assert (item.status, item.reason, item.reason_code) == (
+        "quarantined",
+        "unknown-device",
+        "unassigned-device",
+    )
+
+
+async def test_a_gateway_may_send_only_for_devices_of_its_organisations(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    seeded = await seed(sessions)
+    async with sessions() as session, session.begin():
+        orgs = {o.name: o.id for o in await session.scalars(select(Organization))}
+        [bodo] = [oid for name, oid in orgs.items() if "Bodø" in name]
+        [other] = [oid for name, oid in orgs.items() if oid != bodo][:1]
+        await create_gateway(session, "other-hub", "Other hub", [other])
+    since = datetime.now(UTC) - timedelta(days=1)
+    await register_device(sessions, MOVED, [(PATIENT_A, since, None)], owner=bodo)
+    when = datetime.now(UTC) - timedelta(minutes=2)
+    refused, allowed = await pipeline.process(
+        [
+            raw_message(reading(MOVED, "heart-rate", when, 70, "/min"), gateway="other-hub"),
+            raw_message(reading(MOVED, "heart-rate", when, 70, "/min"), gateway=seeded.gateway),
+        ]
+    )
+    assert refused.not_authorised
+    [item] = refused.items
+    assert (item.reason, item.reason_code) == ("not-authorised", "device-not-registered-to-gateway")
+    assert allowed.items[0].status == "accepted"
+    async with sessions() as session:
+        reasons = (await session.scalars(select(Quarantine.reason_class))).all()
+    assert reasons == ["not-authorised"]
+
+
+async def test_an_unknown_gateway_is_not_authorised(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=2)
+    [result] = await pipeline.process([raw_message(blood_pressure(120, 80, when), gateway="ghost")])
+    assert result.status == "rejected" and result.reason == "not-authorised"
+    assert result.reason_code == "unknown-gateway" and result.not_authorised
+
+
+async def test_the_same_batch_three_times_and_a_correction(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=4)
+    batch = [
+        blood_pressure(150, 95, when),
+        reading("00-1C-05-FF-FE-01-00-02", "oxygen-saturation", when, 96, "%"),
+    ]
+    first, second, third = [(await pipeline.process([raw_message(batch)]))[0] for _ in range(3)]
+    assert [i.status for i in first.items] == ["accepted", "accepted"]
+    for again in (second, third):
+        assert [i.status for i in again.items] == ["duplicate", "duplicate"]
+        assert [i.observation_id for i in again.items] == [i.observation_id for i in first.items]
+    assert await _count(sessions, ObservationRow) == 2
+    corrected = (await pipeline.process([raw_message(blood_pressure(152, 95, when))]))[0]
+    [item] = corrected.items
+    assert item.status == "accepted" and item.amended and item.version_id == 2
+    assert item.observation_id == first.items[0].observation_id
+    async with sessions() as session:
+        row = await session.get(ObservationRow, item.observation_id)
+        versions = (await session.scalars(select(ObservationVersion.resource))).all()
+    assert row is not None and jsonutil.loads(row.resource)["status"] == "amended"
+    assert sorted(jsonutil.loads(v)["status"] for v in versions) == ["amended", "final", "final"]
+    assert await _count(sessions, ObservationRow) == 2
+    again = (await pipeline.process([raw_message(blood_pressure(152, 95, when))]))[0]
+    assert again.items[0].status == "duplicate" and again.items[0].version_id == 2
+
+
+async def test_two_service_processes_receiving_one_batch_store_it_once(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two pipelines with engines of their own, like two replicas, race on the same batch."""
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=3)
+    batch = [
+        reading(
+            "00-1C-05-FF-FE-01-00-02", "heart-rate", when + timedelta(seconds=s), 60 + s, "/min"
+        )
+        for s in range(20)
+    ]
+    engines = [create_engine(settings) for _ in range(2)]
+    try:
+        pipelines = [
+            Pipeline(settings, session_factory(e), ReferenceData.load(settings)) for e in engines
+        ]
+        results = await asyncio.gather(
+            *(p.process([raw_message(batch)]) for p in pipelines for _ in range(2))
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    statuses = sorted(i.status for [r] in results for i in r.items)
+    assert statuses.count("accepted") == 20 and statuses.count("duplicate") == 60
+    assert await _count(sessions, ObservationRow) == 20
+    assert await _count(sessions, ObservationVersion) == 20
+
+
+async def test_a_late_reading_is_stored_marked_and_raises_no_alert(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    await seed(sessions)
+    late = datetime.now(UTC) - timedelta(seconds=settings.late_after_s + 600)
+    fresh = datetime.now(UTC) - timedelta(minutes=1)
+    results = await pipeline.process(
+        [raw_message(blood_pressure(200, 120, late)), raw_message(blood_pressure(200, 120, fresh))]
+    )
+    [old], [new] = (r.items for r in results)
+    assert old.late and old.alert_id is None
+    assert not new.late and new.alert_severity == "red"
+    async with sessions() as session:
+        row = await session.get(ObservationRow, old.observation_id)
+        alerts = (await session.scalars(select(Alert.observation_id))).all()
+    assert row is not None and row.late
+    tags = jsonutil.loads(row.resource)["meta"]["tag"]
+    assert [t["code"] for t in tags] == ["late"]
+    assert alerts == [new.observation_id]
+
+
+async def test_a_claimed_patient_must_be_the_devices_patient(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A sender naming another patient than the device's is stopped (wrong-patient hazard)."""
+    from dataclasses import replace
+
+    from dho.ingest.decode import decode
+
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=2)
+    raw = raw_message(blood_pressure(130, 80, when))
+    reference = pipeline.reference
+    [item] = decode(raw, reference.adapters, reference.context).items
+    assert item.measurement is not None
+    wrong = replace(item.measurement, patient=("urn:oid:2.16.578.1.12.4.1.4.1", PATIENT_B))
+    right = replace(item.measurement, patient=("urn:oid:2.16.578.1.12.4.1.4.1", PATIENT_A))
+    from dho.ingest.context import load_registry
+    from dho.ingest.resolve import Gateway, resolve
+
+    async with sessions() as session:
+        snapshot = await load_registry(
+            session, [replace(item, measurement=m) for m in (wrong, right)]
+        )
+    gateway = Gateway(
+        "test-hub", frozenset(o for orgs in snapshot.patient_organizations.values() for o in orgs)
+    )
+    with pytest.raises(Exception, match="names patient") as caught:
+        resolve(wrong, snapshot, gateway, datetime.now(UTC))
+    assert getattr(caught.value, "code", None) == "patient-mismatch"
+    assert resolve(right, snapshot, gateway, datetime.now(UTC)).patient_id == await patient_id(
+        sessions, PATIENT_A
+    )
