@@ -94,17 +94,44 @@ def gateways() -> None:
     help="Id of an organisation the gateway serves (repeat for several).",
 )
 @click.option("--display-name", default=None, help="Human-readable name (default: NAME).")
-def gateways_create(name: str, organizations: tuple[str, ...], display_name: str | None) -> None:
+@click.option(
+    "--mqtt-receipts", is_flag=True, help="Publish a receipt for every MQTT message it sends."
+)
+def gateways_create(
+    name: str, organizations: tuple[str, ...], display_name: str | None, mqtt_receipts: bool
+) -> None:
     """Create gateway NAME (used in MQTT topics) and print its API key once."""
     from dho.commands import create_gateway
 
     settings = load_settings()
     try:
-        key = asyncio.run(create_gateway(settings, name, display_name or name, list(organizations)))
+        key = asyncio.run(
+            create_gateway(
+                settings,
+                name,
+                display_name or name,
+                list(organizations),
+                mqtt_receipts=mqtt_receipts,
+            )
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"gateway {name} created. API key (shown only now, store it safely):")
     click.echo(key)
+
+
+@gateways.command("receipts")
+@click.argument("name")
+@click.argument("state", type=click.Choice(["on", "off"]))
+def gateways_receipts(name: str, state: str) -> None:
+    """Publish receipts for every MQTT message of gateway NAME (for MQTT 3.1.1 clients)."""
+    from dho.commands import set_gateway_receipts
+
+    try:
+        asyncio.run(set_gateway_receipts(load_settings(), name, state == "on"))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"gateway {name}: MQTT receipts {state}")
 
 
 def _add_subcommands() -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from dho.db.engine import create_engine, session_factory
 from dho.db.models import Organization
 from dho.registry.gateways import create_gateway as create_gateway_row
+from dho.registry.gateways import set_mqtt_receipts
 from dho.registry.importer import load_bundle_file
 from dho.settings import Settings
 
@@ -27,13 +28,29 @@ async def import_registry(settings: Settings, bundle: Path) -> str:
 
 
 async def create_gateway(
-    settings: Settings, gateway_id: str, name: str, organizations: list[str]
+    settings: Settings,
+    gateway_id: str,
+    name: str,
+    organizations: list[str],
+    *,
+    mqtt_receipts: bool = False,
 ) -> str:
     """Create a gateway; returns its API key."""
     engine = create_engine(settings)
     try:
         async with session_factory(engine)() as session, session.begin():
-            return await create_gateway_row(session, gateway_id, name, organizations)
+            return await create_gateway_row(
+                session, gateway_id, name, organizations, mqtt_receipts=mqtt_receipts
+            )
+    finally:
+        await engine.dispose()
+
+
+async def set_gateway_receipts(settings: Settings, gateway_id: str, on: bool) -> None:
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            await set_mqtt_receipts(session, gateway_id, on)
     finally:
         await engine.dispose()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
@@ -12,7 +12,8 @@ from dho.api import hl7_ack
 from dho.api.deps import runtime, session
 from dho.api.gateway_io import Refusal, gateway_of, raw_message, read_body, submit
 from dho.api.problems import problem
-from dho.ingest.plan import ItemResult, MessageResult
+from dho.ingest.plan import MessageResult
+from dho.ingest.receipts import receipt
 
 router = APIRouter(tags=["ingest"])
 
@@ -47,13 +48,7 @@ async def ingest(
 def _answer(result: MessageResult) -> JSONResponse:
     if result.status == "rejected" or result.not_authorised:
         return _rejected(result)
-    body: dict[str, Any] = {
-        "status": result.status,
-        "message_id": result.message_id,
-        "raw_message_id": result.raw_message_id,
-        "measurements": [receipt_item(item) for item in result.items],
-    }
-    return JSONResponse(body, status_code=200 if result.status == "duplicate" else 202)
+    return JSONResponse(receipt(result), status_code=200 if result.status == "duplicate" else 202)
 
 
 def _rejected(result: MessageResult) -> JSONResponse:
@@ -71,30 +66,5 @@ def _rejected(result: MessageResult) -> JSONResponse:
         reason=result.reason or "not-authorised",
         quarantined=True,
         raw_message_id=result.raw_message_id,
-        measurements=[receipt_item(item) for item in result.items if item.status != "not-stored"],
+        measurements=receipt(result)["measurements"],
     )
-
-
-def receipt_item(item: ItemResult) -> dict[str, Any]:
-    """One item of a receipt, as HTTP answers and MQTT receipts show it."""
-    out: dict[str, Any] = {"index": item.index, "status": item.status}
-    if item.observation_id:
-        out["observation"] = f"Observation/{item.observation_id}"
-        out["version"] = item.version_id
-        if item.amended:
-            out["amended"] = True
-    if item.reference:
-        out["reference"] = item.reference
-    if item.note:
-        out["note"] = item.note
-    if item.late:
-        out["late"] = True
-    if item.time_flag:
-        out["time_flag"] = item.time_flag
-    if item.alert_id:
-        out["alert"] = {"id": item.alert_id, "severity": item.alert_severity}
-    if item.reason:
-        out["reason"] = item.reason
-        out["reason_code"] = item.reason_code
-        out["detail"] = item.detail
-    return out

@@ -11,11 +11,11 @@ from dho.ingest.resolve import Gateway
 
 def accept(raw: RawMessage, gateways: Mapping[str, Gateway], max_bytes: int) -> Gateway:
     """The sending gateway; a DataError when the envelope is wrong."""
+    gateway = gateways.get(raw.gateway)
+    if gateway is None:
+        raise NotAuthorised(f"unknown or inactive gateway {raw.gateway!r}", code="unknown-gateway")
     if len(raw.payload) > max_bytes:
         raise Oversized(f"message of {len(raw.payload)} bytes exceeds the limit of {max_bytes}")
     if not raw.payload.strip():
         raise Unparseable("empty message", code="empty")
-    gateway = gateways.get(raw.gateway)
-    if gateway is None:
-        raise NotAuthorised(f"unknown or inactive gateway {raw.gateway!r}", code="unknown-gateway")
     return gateway

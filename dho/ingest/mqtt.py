@@ -1,7 +1,9 @@
 """MQTT transport: QoS 1 with a persistent session; PUBACK only after the commit.
 
 paho-mqtt runs its network loop in a thread with `manual_ack=True`; messages cross into
-the event loop and are acknowledged once the batch holding them is committed. An
+the event loop and are acknowledged once the batch holding them is committed. A gateway
+that asks for receipts (MQTT 5 Response Topic, or the gateway's receipts setting) gets one
+on `<prefix>/receipts/{gateway}` after the commit, before the acknowledgement. An
 acknowledgement due from an earlier connection is dropped: the broker redelivers that
 message on the new one, and the measurement identity makes the repeat harmless.
 
@@ -25,9 +27,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from dho import jsonutil
 from dho.ingest.batcher import Batcher, BatcherStopped
 from dho.ingest.measurement import RawMessage
 from dho.ingest.plan import MessageResult
+from dho.ingest.receipts import receipt
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,20 @@ def ingest_topic_filter(settings: Settings, *, shared: bool = True) -> str:
     topic = f"{settings.mqtt_topic_prefix}/in/+/+"
     group = settings.mqtt_shared_group if shared else ""
     return f"$share/{group}/{topic}" if group else topic
+
+
+def receipt_topic(settings: Settings, gateway: str) -> str:
+    """Where a gateway's receipts are published: `<prefix>/receipts/{gateway}`."""
+    return f"{settings.mqtt_topic_prefix}/receipts/{gateway}"
+
+
+def _receipt_request(msg: paho.MQTTMessage) -> tuple[bool, bytes | None]:
+    """Whether an MQTT 5 publisher asked for a receipt (Response Topic), and its correlation."""
+    properties = getattr(msg, "properties", None)
+    if properties is None or not hasattr(properties, "ResponseTopic"):
+        return False, None
+    correlation = getattr(properties, "CorrelationData", None)
+    return True, bytes(correlation) if correlation is not None else None
 
 
 def parse_topic(settings: Settings, topic: str) -> tuple[str, str]:
@@ -66,6 +84,7 @@ class MqttListener:
         self.subscribed = False
         self.received = 0
         self.acknowledged = 0
+        self.receipts = 0
         self._client = self._make_client()
 
     def _make_client(self) -> paho.Client:
@@ -178,8 +197,11 @@ class MqttListener:
             adapter=adapter,
             received_at=received_at,
         )
+        asked, correlation = _receipt_request(msg)
 
-        def done(_result: MessageResult) -> None:
+        def done(result: MessageResult) -> None:
+            if gateway and (asked or result.wants_receipt):
+                self._publish_receipt(gateway, msg.topic, result, correlation)
             self._ack(msg.mid, msg.qos, generation)
 
         try:
@@ -187,6 +209,23 @@ class MqttListener:
         except BatcherStopped:
             self._unacknowledged.release()
             log.info("shutting down: message %d left for the broker to redeliver", msg.mid)
+
+    def _publish_receipt(
+        self, gateway: str, topic: str, result: MessageResult, correlation: bytes | None
+    ) -> None:
+        """The receipt on `<prefix>/receipts/{gateway}`, after the commit (QoS 1)."""
+        body = receipt(result) | {"topic": topic}
+        properties = None
+        if self._mqtt_v5 and correlation is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation
+        self._client.publish(
+            receipt_topic(self._settings, gateway),
+            jsonutil.dumps(body).encode(),
+            qos=1,
+            properties=properties,
+        )
+        self.receipts += 1
 
     def _ack(self, mid: int, qos: int, generation: int) -> None:
         self._unacknowledged.release()

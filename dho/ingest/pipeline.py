@@ -201,22 +201,22 @@ class Pipeline:
 
     def _decode(self, raw: RawMessage, gateways: dict[str, Gateway]) -> _Decoded:
         reference = self._reference
+        known = gateways.get(raw.gateway)
+        plan = MessagePlan(
+            raw=raw, message_id=raw.message_id, wants_receipt=bool(known and known.mqtt_receipts)
+        )
         try:
             gateway = accept(raw, gateways, self._settings.max_message_bytes)
             decoded = decode(raw, reference.adapters, reference.context)
         except DataError as error:
-            return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=error))
+            plan.error = error
+            return _Decoded(plan)
         except Exception as exc:  # isolate a poison message from its batch
             log.exception("decoding a message on %s failed unexpectedly", raw.topic)
-            failure = processing_error(exc)
-            return _Decoded(MessagePlan(raw=raw, message_id=raw.message_id, error=failure))
-        plan = MessagePlan(
-            raw=raw,
-            message_id=raw.message_id or decoded.message_id,
-            atomic=decoded.atomic,
-            kind=decoded.kind,
-            wants_receipt=gateway.mqtt_receipts,
-        )
+            plan.error = processing_error(exc)
+            return _Decoded(plan)
+        plan.message_id = raw.message_id or decoded.message_id
+        plan.atomic, plan.kind = decoded.atomic, decoded.kind
         return _Decoded(plan, tuple(enumerate(decoded.items)), gateway)
 
     def _items(self, decoded: _Decoded, snapshot: RegistrySnapshot) -> MessagePlan:

@@ -85,7 +85,15 @@ async def record(
     for plan in plans:
         raw_id = plan.raw_id if plan.raw_id is not None else raw_id_of.get(id(plan))
         if raw_id is None:
-            results.append(MessageResult("duplicate", plan.message_id, None, kind=plan.kind))
+            results.append(
+                MessageResult(
+                    "duplicate",
+                    plan.message_id,
+                    None,
+                    kind=plan.kind,
+                    wants_receipt=plan.wants_receipt,
+                )
+            )
         else:
             results.append(await _record_message(batch, plan, raw_id))
     await _insert_rows(session, batch.rows)
@@ -149,6 +157,7 @@ async def _record_message(batch: _Batch, plan: MessagePlan, raw_id: int) -> Mess
             reason_code=error.code,
             detail=str(error),
             kind=plan.kind,
+            wants_receipt=plan.wants_receipt,
         )
     if await _resolve_quarantine(batch, raw_id, None, "the message can be read now"):
         batch.unquarantined.add(raw_id)

@@ -40,7 +40,12 @@ def new_key() -> str:
 
 
 async def create_gateway(
-    session: AsyncSession, gateway_id: str, name: str, organization_ids: list[str]
+    session: AsyncSession,
+    gateway_id: str,
+    name: str,
+    organization_ids: list[str],
+    *,
+    mqtt_receipts: bool = False,
 ) -> str:
     """Register a gateway for the given organisations; returns its API key (shown only once)."""
     if not GATEWAY_ID.fullmatch(gateway_id):
@@ -67,12 +72,22 @@ async def create_gateway(
             key_hash=hash_key(key),
             key_hint=key[: len(KEY_PREFIX) + KEY_HINT_CHARS],
             active=True,
+            mqtt_receipts=mqtt_receipts,
         )
     )
     await session.flush()
     session.add_all(GatewayOrganization(gateway_id=gateway_id, organization_id=o) for o in wanted)
     await session.flush()
     return key
+
+
+async def set_mqtt_receipts(session: AsyncSession, gateway_id: str, on: bool) -> None:
+    """Publish (or stop publishing) a receipt for every MQTT message of the gateway."""
+    gateway = await session.get(Gateway, gateway_id)
+    if gateway is None:
+        raise GatewayError(f"no gateway {gateway_id!r}")
+    gateway.mqtt_receipts = on
+    await session.flush()
 
 
 async def authenticate(session: AsyncSession, key: str) -> Gateway | None:
