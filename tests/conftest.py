@@ -17,6 +17,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -26,6 +28,19 @@ from dho.db.engine import create_engine, session_factory
 from dho.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Fuzzing: a bounded, repeatable profile in CI; more examples on demand (HYPOTHESIS_PROFILE=deep).
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+hypothesis_settings.register_profile(
+    "deep", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 PG_ADMIN_URL = os.environ.get("DHO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MOSQUITTO_URL = os.environ.get("DHO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
