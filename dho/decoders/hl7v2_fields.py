@@ -32,8 +32,16 @@ _EUI64 = re.compile(r"[0-9A-Fa-f]{16}")
 _MAX_NUMBER = 32
 _FRAMING = "\x0b\x1c\r\n\t "
 
-# Exceptions python-hl7 raises on malformed input.
-HL7_ERRORS = (hl7.HL7Exception, IndexError, KeyError, ValueError, AttributeError, TypeError)
+# Exceptions python-hl7 raises on malformed input (an assert guards its separator handling).
+HL7_ERRORS = (
+    hl7.HL7Exception,
+    IndexError,
+    KeyError,
+    ValueError,
+    AttributeError,
+    TypeError,
+    AssertionError,
+)
 
 
 def er7_text(payload: bytes) -> str:
@@ -50,11 +58,42 @@ def text(segment: Any, field: int, component: int = 1, sub: int = 1, repetition:
     """One unescaped value of a segment, stripped; '' when it was not sent."""
     if field >= len(segment):
         return ""
-    try:
-        value = segment.extract_field(1, field, repetition, component, sub)
-    except HL7_ERRORS:
-        return ""
-    return str(value).strip()
+    node: Any = segment[field]
+    path = (repetition, component, sub)
+    for depth, index in enumerate(path):
+        if isinstance(node, str):
+            if any(i != 1 for i in path[depth:]):
+                return ""
+            break
+        if index > len(node):
+            return ""
+        node = node[index - 1]
+    while not isinstance(node, str):
+        node = node[0] if len(node) else ""
+    return _unescape(node, segment.separators, segment.esc).strip()
+
+
+def _unescape(value: str, separators: str, esc: str) -> str:
+    """The separator escapes (F, R, S, T and E) replaced; other escape sequences kept as sent."""
+    if not esc or esc not in value:
+        return value
+    meaning = dict(zip("FRST", separators[1:], strict=False))
+    meaning["E"] = esc
+    out, rest = [], value
+    while esc in rest:
+        before, _, after = rest.partition(esc)
+        sequence, closed, tail = after.partition(esc)
+        out.append(before)
+        if closed and sequence in meaning:
+            out.append(meaning[sequence])
+            rest = tail
+        elif closed:
+            out.append(esc + sequence + esc)
+            rest = tail
+        else:
+            out.append(esc + after)
+            rest = ""
+    return "".join(out) + rest
 
 
 def raw_field(segment: Any, field: int) -> str:
