@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -52,6 +53,12 @@ async def mqtt_sessions(mqtt_settings: Settings) -> Any:
     engine = create_engine(mqtt_settings)
     yield session_factory(engine)
     await engine.dispose()
+
+
+async def _subscribed(base: str) -> bool:
+    """True once the service's MQTT listener holds its subscription."""
+    async with httpx.AsyncClient(base_url=base) as client:
+        return bool((await client.get("/readyz")).json()["checks"]["mqtt"] == "ok")
 
 
 class ReceiptListener:
@@ -99,7 +106,8 @@ async def test_receipts_tell_the_gateway_what_was_stored(
             await set_mqtt_receipts(session, seeded.gateway, True)
     topic = f"{mqtt_settings.mqtt_topic_prefix}/in/{seeded.gateway}/dho-json"
     when = datetime.now(UTC) - timedelta(minutes=2)
-    async with running_service(mqtt_settings):
+    async with running_service(mqtt_settings) as base:
+        await wait_for(lambda: _subscribed(base), timeout_s=15)
         gateway = await asyncio.to_thread(ReceiptListener, mqtt_settings, seeded.gateway, v5=v5)
         try:
             good = {"message_id": "m-1", "measurements": [blood_pressure(191, 112, when)]}
