@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from dho import runtime
-from dho.api import alerts, fhir, health, ingest, quarantine
+from dho.api import alerts, fhir, fhir_ingest, health, ingest, quarantine
 from dho.api.problems import operation_outcome, problem
 from dho.settings import Settings, get_settings
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health.router)
     app.include_router(ingest.router)
+    app.include_router(fhir_ingest.router)
     app.include_router(fhir.router)
     app.include_router(alerts.router)
     app.include_router(quarantine.router)
