@@ -351,6 +351,10 @@ class ServiceProcess:
                 "DHO_BATCH_MAX_SIZE": str(config.batch_max_size),
                 "DHO_BATCH_FLUSH_MS": str(config.flush_ms),
                 "DHO_LOG_LEVEL": "WARNING",
+                # The readings are dated up to two days back; judged as fresh, so out-of-range
+                # ones raise alerts and the alert path is part of what is measured.
+                "DHO_LATE_AFTER_S": str(3 * 86_400),
+                "DHO_GATEWAY_RATE_PER_S": "0",
             }
         )
         self.proc: subprocess.Popen[bytes] | None = None

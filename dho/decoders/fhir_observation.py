@@ -21,8 +21,15 @@ from dho.ingest.measurement import Measurement, Quantity, TimeFlag
 from dho.ingest.template import number
 from dho.ingest.times import parse_iso
 
-ACCEPTED_STATUS = frozenset({"final", "amended", "corrected", "preliminary"})
-R4_STATUS = ACCEPTED_STATUS | {"registered", "cancelled", "entered-in-error", "unknown"}
+# A preliminary reading is not one the service can judge or keep as final: refused.
+ACCEPTED_STATUS = frozenset({"final", "amended", "corrected"})
+R4_STATUS = ACCEPTED_STATUS | {
+    "preliminary",
+    "registered",
+    "cancelled",
+    "entered-in-error",
+    "unknown",
+}
 _VALUE_KEYS = (
     "valueCodeableConcept",
     "valueString",

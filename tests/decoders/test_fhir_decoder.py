@@ -271,12 +271,14 @@ def test_other_value_types_are_refused_and_a_data_absent_reason_is_a_note() -> N
 # ---------------------------------------------------------------- status and time
 
 
-@pytest.mark.parametrize("status", ["final", "amended", "corrected", "preliminary"])
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
 def test_stored_statuses(status: str) -> None:
     assert _measurement(numeric(status=status)).type == "oxygen-saturation"
 
 
-@pytest.mark.parametrize("status", ["entered-in-error", "cancelled", "registered", "unknown"])
+@pytest.mark.parametrize(
+    "status", ["preliminary", "entered-in-error", "cancelled", "registered", "unknown"]
+)
 def test_statuses_that_are_not_readings_are_refused(status: str) -> None:
     error = _error(numeric(status=status))
     assert error.code == "status-not-accepted" and error.reason == "mapping-error"
