@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from dho.alerts.webhook import WebhookSender
 from dho.api.rate_limit import RateLimiter
 from dho.db import migrate
 from dho.db.engine import create_engine, session_factory
+from dho.ingest.adapter_check import warm_up
 from dho.ingest.batcher import Batcher
 from dho.ingest.embedded_broker import EmbeddedBroker, ensure_broker
 from dho.ingest.mqtt import MqttListener
@@ -62,6 +64,7 @@ async def start(settings: Settings) -> Runtime:
     reference = ReferenceData.load(settings)
     for name, error in reference.adapters.broken.items():
         log.error("adapter %s disabled: %s", name, error)
+    await asyncio.to_thread(warm_up, Path(settings.adapters_dir), reference)
     sessions = session_factory(engine)
     pipeline = Pipeline(settings, sessions, reference)
     batcher = Batcher(pipeline, max_size=settings.batch_max_size, flush_ms=settings.batch_flush_ms)

@@ -115,6 +115,17 @@ def try_payload(adapter: str, payload: bytes, reference: ReferenceData) -> dict[
     return described
 
 
+def warm_up(adapters_dir: Path, reference: ReferenceData) -> None:
+    """Decode one example per named-decoder adapter, so the first real message is not slow.
+
+    The FHIR decoder imports its validation models on first use (about a quarter second).
+    """
+    for name, adapter in reference.adapters.adapters.items():
+        examples = example_files(adapters_dir, name)
+        if adapter.decoder is not None and examples:
+            describe_payload(name, examples[0].read_bytes(), reference)
+
+
 def _describe_item(item: DecodedItem, reference: ReferenceData) -> dict[str, Any]:
     out: dict[str, Any] = {"label": item.label}
     if item.error is not None:
