@@ -231,3 +231,60 @@ async def test_a_claimed_patient_must_be_the_devices_patient(
     assert resolve(right, snapshot, gateway, datetime.now(UTC)).patient_id == await patient_id(
         sessions, PATIENT_A
     )
+
+
+async def test_every_quarantine_reason_is_produced_and_keeps_the_raw_bytes(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One message (or item) per reason class, through the real pipeline and database."""
+    from dho.ingest import pipeline as pipeline_module
+    from dho.ingest.errors import REASONS
+    from dho.ingest.measurement import RawMessage as Raw
+
+    await seed(sessions)
+    pipeline = Pipeline(settings, sessions, ReferenceData.load(settings))
+    real_to_fhir = pipeline_module.to_fhir
+
+    def to_fhir_with_a_bug(m: Any, **kwargs: Any) -> dict[str, Any]:
+        if m.value is not None and m.value.value == 77:
+            raise RuntimeError("a bug in to_fhir")
+        return dict(real_to_fhir(m, **kwargs))
+
+    monkeypatch.setattr("dho.ingest.pipeline.to_fhir", to_fhir_with_a_bug)
+    now = datetime.now(UTC)
+    ago = now - timedelta(minutes=5)
+    ox = "00-1C-05-FF-FE-01-00-02"
+    messages = {
+        "unparseable": Raw(b"\x00{not json", "mqtt", "t", "test-hub", "dho-json", now),
+        "unknown-adapter": Raw(b"{}", "mqtt", "t", "test-hub", "vendor-x", now),
+        "unknown-device": raw_message(
+            reading("AA-BB-CC-DD-EE-FF-00-01", "heart-rate", ago, 70, "/min")
+        ),
+        "not-authorised": raw_message(reading(ox, "heart-rate", ago, 70, "/min"), gateway="ghost"),
+        "implausible": raw_message(reading(ox, "oxygen-saturation", ago, 101, "%")),
+        "future": raw_message(reading(ox, "heart-rate", now + timedelta(hours=2), 70, "/min")),
+        "mapping-error": raw_message(reading(ox, "oxygen-saturation", ago, 95, "ratio")),
+        "oversized": Raw(
+            b"[" + b" " * settings.max_message_bytes + b"]",
+            "mqtt",
+            "t",
+            "test-hub",
+            "dho-json",
+            now,
+        ),
+        "processing-error": raw_message(reading(ox, "heart-rate", ago, 77, "/min")),
+    }
+    assert set(messages) == set(REASONS)
+    await pipeline.process(list(messages.values()))
+    async with sessions() as session:
+        from dho.db.models import RawMessage as RawRow
+
+        rows = (await session.execute(select(Quarantine, RawRow).join(RawRow))).all()
+    by_reason = {q.reason_class: (q, r) for q, r in rows}
+    assert set(by_reason) == set(REASONS)
+    for reason, (row, raw) in by_reason.items():
+        assert raw.payload == messages[reason].payload, reason
+        assert row.status == "open" and row.reason
+    assert await _count(sessions, ObservationRow) == 0
