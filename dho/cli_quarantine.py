@@ -19,6 +19,7 @@ from dho.ingest import quarantine as store
 from dho.ingest.errors import REASONS
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.reprocess import ReplayScope, redrive, replay
+from dho.ingest.times import EARLIEST
 
 T = TypeVar("T")
 
@@ -118,7 +119,7 @@ def quarantine_discard(row_ids: tuple[int, ...], why: str, by: str | None) -> No
 
 
 @click.command("replay")
-@click.option("--since", type=click.DateTime(), required=True, help="Received from (UTC).")
+@click.option("--since", type=click.DateTime(), default=None, help="Received from (UTC).")
 @click.option("--until", type=click.DateTime(), default=None, help="Received before (UTC).")
 @click.option("--device", default=None, help="SYSTEM|VALUE, or an EUI-64 value.")
 @click.option("--gateway", default=None)
@@ -132,9 +133,14 @@ def replay_command(
     adapter: str | None,
     dry_run: bool,
 ) -> None:
-    """Re-run stored raw messages through the current adapters; nothing is stored twice."""
+    """Re-run stored raw messages through the current adapters; nothing is stored twice.
+
+    Give a time range, a device, or both (a device alone replays all of its history).
+    """
+    if since is None and device is None:
+        raise click.UsageError("give --since, --device, or both")
     scope = ReplayScope(
-        since=_utc(since),
+        since=_utc(since) if since else EARLIEST,
         until=_utc(until) if until else datetime.now(UTC),
         device=_device(device) if device else None,
         gateway=gateway,
