@@ -18,7 +18,7 @@ from dho.db.engine import create_engine, session_factory
 from dho.ingest import quarantine as store
 from dho.ingest.errors import REASONS
 from dho.ingest.pipeline import Pipeline, ReferenceData
-from dho.ingest.reprocess import ReplayScope, redrive, replay
+from dho.ingest.reprocess import ReplayScope, RowOutcome, redrive, replay
 from dho.ingest.times import EARLIEST
 
 T = TypeVar("T")
@@ -82,24 +82,23 @@ def quarantine_redrive(
     if not row_ids and reason is None:
         raise click.UsageError("name quarantine row ids, or --reason to re-drive all of a reason")
 
-    async def run(sessions: async_sessionmaker[AsyncSession], pipeline: Pipeline) -> list[str]:
+    async def run(
+        sessions: async_sessionmaker[AsyncSession], pipeline: Pipeline
+    ) -> list[RowOutcome]:
         ids = list(row_ids)
         if reason is not None:
             async with sessions() as session:
                 wanted = store.QuarantineFilter(reason=reason, gateway=gateway, limit=10_000)
                 ids += await store.matching_ids(session, wanted)
-        outcomes = await redrive(pipeline, sessions, ids, by or getpass.getuser())
-        return [
-            f"{o.id:>7}  {o.status:<9} "
-            + (o.resolution or f"{o.reason}: {o.detail}" if o.status != "open" else o.detail)
-            for o in outcomes
-        ]
+        return await redrive(pipeline, sessions, ids, by or getpass.getuser())
 
-    lines = _run(run)
-    for line in lines:
-        click.echo(line)
-    still_open = sum(1 for line in lines if " open " in line[:18])
-    click.echo(f"{len(lines)} row(s): {len(lines) - still_open} re-driven, {still_open} still open")
+    outcomes = _run(run)
+    for o in outcomes:
+        shown = o.detail if o.status == "open" else o.resolution or f"{o.reason}: {o.detail}"
+        click.echo(f"{o.id:>7}  {o.status:<9} {shown}")
+    still_open = sum(1 for o in outcomes if o.status == "open")
+    redriven = sum(1 for o in outcomes if o.status == "redriven")
+    click.echo(f"{len(outcomes)} row(s): {redriven} re-driven, {still_open} still open")
 
 
 @quarantine.command("discard")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,8 @@ from dho.ingest.errors import REASONS
 from dho.ingest.reprocess import RowOutcome, redrive
 
 router = APIRouter(prefix="/api/quarantine", tags=["quarantine"])
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Reason = Annotated[str | None, Query(pattern="^(" + "|".join(REASONS) + ")$")]
 
 
@@ -27,7 +29,7 @@ class Operator(BaseModel):
 class RedriveRequest(Operator):
     """Rows to re-drive: by id, or every open row of a reason (and gateway)."""
 
-    ids: list[int] = Field(default_factory=list, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default_factory=list, max_length=1000)
     reason: str | None = Field(default=None, pattern="^(" + "|".join(REASONS) + ")$")
     gateway: str | None = Field(default=None, max_length=64)
 
@@ -44,7 +46,7 @@ async def list_quarantine(
     reason: Reason = None,
     gateway: Annotated[str | None, Query(max_length=64)] = None,
     adapter: Annotated[str | None, Query(max_length=64)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     """Quarantine rows, newest first; page with `before` = the last id seen."""
@@ -64,7 +66,7 @@ async def list_quarantine(
 
 @router.get("/{row_id}")
 async def show_quarantine(
-    request: Request, row_id: int, db: Annotated[AsyncSession, Depends(session)]
+    request: Request, row_id: RowId, db: Annotated[AsyncSession, Depends(session)]
 ) -> JSONResponse:
     """One row with its raw message (text, or base64 when it is not UTF-8)."""
     if not read_access_allowed(request):
@@ -95,7 +97,7 @@ async def redrive_quarantine(
 
 
 @router.post("/{row_id}/redrive")
-async def redrive_one(request: Request, row_id: int, body: Operator) -> JSONResponse:
+async def redrive_one(request: Request, row_id: RowId, body: Operator) -> JSONResponse:
     """Re-drive one row."""
     if not admin_access_allowed(request):
         return _unauthorized()
@@ -109,7 +111,7 @@ async def redrive_one(request: Request, row_id: int, body: Operator) -> JSONResp
 @router.post("/{row_id}/discard")
 async def discard_quarantine(
     request: Request,
-    row_id: int,
+    row_id: RowId,
     body: DiscardRequest,
     db: Annotated[AsyncSession, Depends(session)],
 ) -> JSONResponse:
@@ -118,10 +120,11 @@ async def discard_quarantine(
         return _unauthorized()
     async with db.begin():
         closed = await store.discard(db, [row_id], body.by, body.reason, datetime.now(UTC))
+    found = await store.get_row(db, row_id)
+    if found is None:
+        return problem(404, "not-found", "Not found", f"no quarantine row {row_id}")
     if not closed:
         return problem(409, "not-open", "Not open", f"quarantine row {row_id} is not open")
-    found = await store.get_row(db, row_id)
-    assert found is not None
     return JSONResponse(store.describe(*found))
 
 

@@ -132,7 +132,10 @@ class Batcher:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         self._record_stats(len(batch), started)
         for pending, result in zip(batch, results, strict=True):
-            pending.done(result)
+            try:
+                pending.done(result)
+            except Exception:  # a transport's callback must not stop ingest for everyone
+                log.exception("answering a committed message on %s failed", pending.raw.topic)
             self._queue.task_done()
 
     def _record_stats(self, size: int, started: float) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho.db.models import Device, ObservationRow, Patient, RawMessage
 from dho.ingest.decoded import DecodedItem
+from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import (
     DEVICE_ID_SYSTEM,
     NATIONAL_ID_SYSTEMS,
@@ -28,7 +29,8 @@ class StoredObservation:
     id: str
     version_id: int
     value_digest: str
-    identity: str = ""
+    identity: str
+    raw_id: int  # the raw message the current version came from
 
 
 @dataclass(slots=True)
@@ -37,9 +39,9 @@ class ExistingState:
 
     message_ids: set[tuple[str, str]] = field(default_factory=set)
     observations: dict[str, StoredObservation] = field(default_factory=dict)
-    by_source_identifier: dict[str, StoredObservation] = field(default_factory=dict)
-    # When re-processing stored messages: open quarantine rows by (raw message, item index).
-    open_quarantine: dict[tuple[int, int | None], int] = field(default_factory=dict)
+    by_source_identifier: dict[str, list[StoredObservation]] = field(default_factory=dict)
+    # When re-processing stored messages: open quarantine rows by (raw message, item label).
+    open_quarantine: dict[QuarantineKey, int] = field(default_factory=dict)
 
 
 async def load_gateways(session: AsyncSession, ids: Iterable[str]) -> dict[str, Gateway]:
@@ -75,7 +77,7 @@ async def load_registry(session: AsyncSession, items: Iterable[DecodedItem]) -> 
     assignments = await queries.assignments_for_devices(session, [d.id for d in devices.values()])
     patients = await _patients(session, patient_keys)
     in_care = {a.patient_id for rows in assignments.values() for a in rows}
-    organizations = await queries.patient_organizations(session, in_care)
+    organizations = await queries.patient_organizations(session, in_care | set(patients.values()))
     return RegistrySnapshot(
         devices=devices,
         assignments=assignments,
@@ -137,6 +139,7 @@ async def load_existing(
         ObservationRow.id,
         ObservationRow.version_id,
         ObservationRow.value_digest,
+        ObservationRow.raw_message_id,
         ObservationRow.source_identifier,
     )
     for column, keys in (
@@ -144,13 +147,15 @@ async def load_existing(
         (ObservationRow.source_identifier, source_identifiers),
     ):
         for chunk in _chunks(sorted(set(keys))):
-            for identity, obs_id, version, digest, source in await session.execute(
+            for identity, obs_id, version, digest, raw_id, source in await session.execute(
                 select(*columns).where(column.in_(chunk))
             ):
-                stored = StoredObservation(obs_id, version, digest, identity)
+                stored = StoredObservation(obs_id, version, digest, identity, raw_id)
                 state.observations[identity] = stored
                 if source is not None:
-                    state.by_source_identifier[source] = stored
+                    readings = state.by_source_identifier.setdefault(source, [])
+                    if all(r.id != obs_id for r in readings):
+                        readings.append(stored)
     return state
 
 

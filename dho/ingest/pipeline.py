@@ -29,6 +29,7 @@ from dho.ingest.measurement import RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
 from dho.ingest.record import DeliveryTarget, record
+from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve, resolve_claim
 from dho.ingest.to_fhir import to_fhir
 from dho.rules.evaluate import evaluate
@@ -144,13 +145,13 @@ class Pipeline:
         session: AsyncSession,
         plans: list[MessagePlan],
         *,
-        open_quarantine: dict[tuple[int, int | None], int] | None = None,
+        open_quarantine: dict[QuarantineKey, int] | None = None,
         redriven_by: str | None = None,
     ) -> list[MessageResult]:
         """Write computed plans in the caller's transaction (no commit).
 
-        When re-processing stored messages, `open_quarantine` maps (raw message, item) to
-        the open quarantine row that the result resolves or updates.
+        When re-processing stored messages, `open_quarantine` maps (raw message, item label)
+        to the open quarantine row that the result resolves or updates.
         """
         message_keys = [
             (p.raw.gateway, p.message_id) for p in plans if p.message_id and p.raw_id is None
@@ -195,7 +196,7 @@ class Pipeline:
             for one, raw_id in zip(decoded, raw_ids, strict=True):
                 one.plan.raw_id = raw_id
                 if keep is not None:
-                    one.items = tuple((n, i) for n, i in one.items if keep(raw_id, n, i))
+                    _keep(one, raw_id, keep)
         snapshot = await load_registry(session, [item for d in decoded for _, item in d.items])
         return [self._items(d, snapshot) for d in decoded]
 
@@ -224,7 +225,7 @@ class Pipeline:
         for index, source in decoded.items:
             item = ItemPlan(index=index, label=source.label)
             try:
-                self._item(item, source, plan.raw, decoded.gateway, snapshot)
+                self._item(item, source, plan, decoded.gateway, snapshot)
             except DataError as error:
                 item.error = error
             except Exception as exc:
@@ -239,26 +240,26 @@ class Pipeline:
         self,
         item: ItemPlan,
         source: DecodedItem,
-        raw: RawMessage,
+        plan: MessagePlan,
         gateway: Gateway | None,
         snapshot: RegistrySnapshot,
     ) -> None:
         if source.error is not None:
             raise source.error
+        assert gateway is not None
         if source.claim is not None:
-            item.reference = resolve_claim(source.claim, snapshot)
+            item.reference = resolve_claim(source.claim, snapshot, gateway)
             return
         if source.measurement is None:
             item.note = source.note or "not stored"
             return
-        assert gateway is not None
-        settings, reference = self._settings, self._reference
+        settings, reference, raw = self._settings, self._reference, plan.raw
         latest_valid = raw.received_at + timedelta(seconds=settings.clock_skew_max_s)
         resolved = resolve(source.measurement, snapshot, gateway, latest_valid)
         normalised = normalise(resolved.measurement, reference.types, reference.limits)
-        item.late = raw.received_at - normalised.effective > timedelta(
-            seconds=settings.late_after_s
-        )
+        # A reading re-processed now is as old as it is now, not as it was when it came in.
+        becomes_data = datetime.now(UTC) if plan.raw_id is not None else raw.received_at
+        item.late = becomes_data - normalised.effective > timedelta(seconds=settings.late_after_s)
         item.resolved = Resolved(normalised, resolved.device_id, resolved.patient_id)
         item.observation = to_fhir(
             normalised,
@@ -270,6 +271,16 @@ class Pipeline:
         )
         # Late readings feed trends but raise no acute alert.
         item.decisions = [] if item.late else evaluate(normalised, reference.thresholds)
+
+
+def _keep(decoded: _Decoded, raw_id: int, keep: Keep) -> None:
+    """Only the items `keep` chooses; an atomic message is processed whole or not at all."""
+    everything = decoded.items
+    kept = tuple((n, i) for n, i in everything if keep(raw_id, n, i))
+    if decoded.plan.atomic and kept:
+        kept = everything
+    decoded.items = kept
+    decoded.plan.partial = len(kept) < len(everything)
 
 
 def _all_or_nothing(plan: MessagePlan) -> None:

@@ -38,8 +38,10 @@ class MessagePlan:
     atomic: bool = False
     kind: str | None = None
     wants_receipt: bool = False
-    # When re-driving or replaying: the stored raw message, which is not stored again.
+    # When re-driving or replaying: the stored raw message, which is not stored again, and
+    # whether only some of its items are processed again.
     raw_id: int | None = None
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)

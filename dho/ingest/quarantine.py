@@ -70,12 +70,13 @@ async def discard(
     session: AsyncSession, row_ids: list[int], by: str, why: str, now: datetime
 ) -> int:
     """Close open rows without re-driving them; returns how many were open."""
-    result = await session.execute(
+    closed = await session.scalars(
         update(Quarantine)
         .where(Quarantine.id.in_(row_ids), Quarantine.status == "open")
         .values(status="discarded", resolved_at=now, resolved_by=by[:200], resolution=why)
+        .returning(Quarantine.id)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return len(closed.all())
 
 
 def describe(row: Quarantine, raw: RawMessage, *, with_payload: bool = False) -> dict[str, Any]:

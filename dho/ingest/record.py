@@ -4,7 +4,8 @@ Rows are collected first and written with one multi-row INSERT per table, in for
 order: raw messages, observations and their versions, alerts, deliveries, quarantine.
 
 A re-processed message (re-drive, replay) is not stored again: its open quarantine rows
-are resolved when the item now becomes data, or updated with the new reason.
+are resolved when the item now becomes data, or updated with the new reason
+(`record_quarantine`). It never amends an Observation that a later message changed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from dho.db.models import (
 )
 from dho.ingest.context import ExistingState, StoredObservation
 from dho.ingest.errors import DataError
+from dho.ingest.measurement import Measurement
 from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult
+from dho.ingest.record_quarantine import QuarantineBook
 from dho.rules.evaluate import Decision
 
 
@@ -49,7 +52,6 @@ class _Rows:
     versions: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -59,9 +61,8 @@ class _Batch:
     targets: tuple[DeliveryTarget, ...]
     now: datetime
     redriven_by: str | None
+    quarantine: QuarantineBook
     rows: _Rows = field(default_factory=_Rows)
-    # Re-processed messages whose message-level quarantine row was resolved in this batch.
-    unquarantined: set[int] = field(default_factory=set)
     # Rows of this batch not inserted yet, for a reading corrected within the same batch.
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_alerts: set[tuple[str, str]] = field(default_factory=set)
@@ -77,7 +78,8 @@ async def record(
     redriven_by: str | None = None,
 ) -> list[MessageResult]:
     """Write raw messages, observations, alerts, deliveries and quarantine rows; no commit."""
-    batch = _Batch(session, existing, targets, now, redriven_by)
+    book = QuarantineBook(dict(existing.open_quarantine), reprocessing=redriven_by is not None)
+    batch = _Batch(session, existing, targets, now, redriven_by, book)
     fresh = [p for p in plans if p.raw_id is None and not _seen_before(p, existing)]
     raw_ids = await _insert_raw(session, fresh)
     raw_id_of = {id(plan): raw_id for plan, raw_id in zip(fresh, raw_ids, strict=True)}
@@ -97,6 +99,9 @@ async def record(
         else:
             results.append(await _record_message(batch, plan, raw_id))
     await _insert_rows(session, batch.rows)
+    if book.new_rows:
+        await session.execute(insert(Quarantine), book.new_rows)
+    await book.apply(session, now, redriven_by)
     return results
 
 
@@ -107,9 +112,18 @@ def _seen_before(plan: MessagePlan, existing: ExistingState) -> bool:
     key = (plan.raw.gateway, plan.message_id)
     if key in existing.message_ids:
         return True
-    if plan.error is None:  # a rejected message does not use up its id
+    if _uses_message_id(plan):
         existing.message_ids.add(key)
     return False
+
+
+def _uses_message_id(plan: MessagePlan) -> bool:
+    """A message uses up its id only when something of it can be stored.
+
+    Rejected whole, or every item refused: the gateway may send it again, fixed, under the
+    same id (after the device is registered, say).
+    """
+    return plan.error is None and any(item.error is None for item in plan.items)
 
 
 async def _insert_raw(session: AsyncSession, plans: list[MessagePlan]) -> list[int]:
@@ -121,8 +135,7 @@ async def _insert_raw(session: AsyncSession, plans: list[MessagePlan]) -> list[i
             "topic": plan.raw.topic[:300],
             "gateway_id": plan.raw.gateway[:64],
             "adapter": plan.raw.adapter[:64],
-            # A rejected message does not use up its id: the gateway may send it again, fixed.
-            "message_id": plan.message_id if plan.error is None else None,
+            "message_id": plan.message_id if _uses_message_id(plan) else None,
             "received_at": plan.raw.received_at,
             "payload": plan.raw.payload,
         }
@@ -138,7 +151,6 @@ async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:
         (ObservationVersion, rows.versions),
         (Alert, rows.alerts),
         (OutboxDelivery, rows.deliveries),
-        (Quarantine, rows.quarantine),
     ):
         if values:
             await session.execute(insert(model), values)
@@ -147,7 +159,7 @@ async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:
 async def _record_message(batch: _Batch, plan: MessagePlan, raw_id: int) -> MessageResult:
     if plan.error is not None:
         error = plan.error
-        await _quarantine(batch, raw_id, None, None, error, message_failed=True)
+        batch.quarantine.message_failed(raw_id, error, batch.now)
         return MessageResult(
             "rejected",
             plan.message_id,
@@ -159,8 +171,7 @@ async def _record_message(batch: _Batch, plan: MessagePlan, raw_id: int) -> Mess
             kind=plan.kind,
             wants_receipt=plan.wants_receipt,
         )
-    if await _resolve_quarantine(batch, raw_id, None, "the message can be read now"):
-        batch.unquarantined.add(raw_id)
+    batch.quarantine.message_read(raw_id, whole=not plan.partial)
     items = [await _record_item(batch, plan, item, raw_id) for item in plan.items]
     return MessageResult(
         "accepted",
@@ -191,23 +202,26 @@ def _quarantined_result(item: ItemPlan, error: DataError) -> ItemResult:
 
 
 async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id: int) -> ItemResult:
+    book = batch.quarantine
     if item.reference is not None:
-        await _resolve_quarantine(batch, raw_id, item.index, f"matches {item.reference}")
+        book.item_stored(raw_id, item.label, f"matches {item.reference}")
         return ItemResult(item.index, "matched", item.label, reference=item.reference)
     if item.note is not None:
+        book.item_stored(raw_id, item.label, item.note)
         return ItemResult(item.index, "ignored", item.label, note=item.note)
     if item.error is not None or item.resolved is None or item.observation is None:
         error = item.error or DataError("nothing to record", code="processing-error")
-        await _quarantine(batch, raw_id, item.index, item.label, error, message_failed=False)
+        book.item_failed(raw_id, item.index, item.label, error, batch.now)
         return _quarantined_result(item, error)
     m = item.resolved.measurement
     digest = _digest(item.observation)
-    known = batch.existing.observations.get(m.identity)
-    if known is None and m.source_key is not None:
-        known = batch.existing.by_source_identifier.get(m.source_key)
     flags: dict[str, Any] = {"late": item.late, "time_flag": m.time_flag}
-    if known is not None and known.value_digest == digest:
-        await _resolve_quarantine(batch, raw_id, item.index, f"Observation/{known.id} (stored)")
+    known = batch.existing.observations.get(m.identity) or _same_reading(batch, m, digest)
+    if known is not None and (
+        known.value_digest == digest or (plan.raw_id is not None and raw_id < known.raw_id)
+    ):
+        # Stored before; or, re-processing an older message, superseded by a later one.
+        book.item_stored(raw_id, item.label, f"Observation/{known.id} (stored)")
         return ItemResult(item.index, "duplicate", item.label, known.id, known.version_id, **flags)
     version = 1 if known is None else known.version_id + 1
     resource = _with_meta(item.observation, version, batch.now)
@@ -217,14 +231,14 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
         batch.rows.observations.append(row)
         batch.pending_observations[row["id"]] = row
     else:
-        await _correct_observation(batch, known, item, raw_id, text, digest)
+        await _correct_observation(batch, plan, known, item, raw_id, text, digest)
     observation_id = str(known.id if known is not None else resource["id"])
     batch.rows.versions.append(_version_row(observation_id, version, raw_id, text, batch.now))
-    stored = StoredObservation(observation_id, version, digest, m.identity)
+    stored = StoredObservation(observation_id, version, digest, m.identity, raw_id)
     batch.existing.observations[m.identity] = stored
     if m.source_key is not None:
-        batch.existing.by_source_identifier[m.source_key] = stored
-    await _resolve_quarantine(batch, raw_id, item.index, f"Observation/{observation_id}")
+        batch.existing.by_source_identifier.setdefault(m.source_key, []).append(stored)
+    book.item_stored(raw_id, item.label, f"Observation/{observation_id}")
     alert = await _alert(batch, item, resource, observation_id, is_new=known is None)
     return ItemResult(
         item.index,
@@ -237,6 +251,19 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
         alert_severity=alert["severity"] if alert else None,
         **flags,
     )
+
+
+def _same_reading(batch: _Batch, m: Measurement, digest: str) -> StoredObservation | None:
+    """A stored reading the sender's identifier says this one repeats: same device and type,
+    same value (its device time may be written differently). Never a correction: senders'
+    identifiers are not unique across devices."""
+    if m.source_key is None:
+        return None
+    series = m.identity.rsplit("|", 1)[0]
+    for stored in batch.existing.by_source_identifier.get(m.source_key, ()):
+        if stored.identity.rsplit("|", 1)[0] == series and stored.value_digest == digest:
+            return stored
+    return None
 
 
 def _observation_row(
@@ -264,14 +291,21 @@ def _observation_row(
 
 
 async def _correct_observation(
-    batch: _Batch, known: StoredObservation, item: ItemPlan, raw_id: int, text: str, digest: str
+    batch: _Batch,
+    plan: MessagePlan,
+    known: StoredObservation,
+    item: ItemPlan,
+    raw_id: int,
+    text: str,
+    digest: str,
 ) -> None:
     """The same identity with another value: a new version of the same Observation."""
     assert item.resolved is not None
-    m = item.resolved.measurement
     values = {
-        "identity": m.identity,
-        "effective": m.effective,
+        "patient_id": item.resolved.patient_id,
+        "device_id": item.resolved.device_id,
+        "received_at": plan.raw.received_at,
+        "late": item.late,
         "version_id": known.version_id + 1,
         "value_digest": digest,
         "last_updated": batch.now,
@@ -376,68 +410,6 @@ def _delivery(
         "next_attempt_at": now,
         "created_at": now,
     }
-
-
-async def _quarantine(
-    batch: _Batch,
-    raw_id: int,
-    index: int | None,
-    label: str | None,
-    error: DataError,
-    *,
-    message_failed: bool,
-) -> None:
-    """A quarantine row; when re-processing, the open row for the same item is updated.
-
-    A re-processed message makes new rows only for items of a message that was quarantined
-    whole before (its items were never looked at one by one); an item that was stored
-    before and fails now (replay with a changed adapter) is reported, not quarantined.
-    """
-    open_row = batch.existing.open_quarantine.get((raw_id, index))
-    values = {
-        "reason_class": error.reason,
-        "reason_code": error.code[:64],
-        "reason": str(error)[:2000],
-    }
-    if open_row is not None:
-        await batch.session.execute(
-            update(Quarantine)
-            .where(Quarantine.id == open_row)
-            .values(**values, attempts=Quarantine.attempts + 1)
-        )
-        return
-    reprocessing = batch.redriven_by is not None
-    if reprocessing and (message_failed or raw_id not in batch.unquarantined):
-        return
-    batch.rows.quarantine.append(
-        {
-            "raw_message_id": raw_id,
-            "item_index": index,
-            "item_label": label[:64] if label else None,
-            **values,
-            "status": "open",
-            "created_at": batch.now,
-        }
-    )
-
-
-async def _resolve_quarantine(batch: _Batch, raw_id: int, index: int | None, how: str) -> bool:
-    """Mark the open quarantine row of this item (if re-processing one) as re-driven."""
-    open_row = batch.existing.open_quarantine.pop((raw_id, index), None)
-    if open_row is None:
-        return False
-    await batch.session.execute(
-        update(Quarantine)
-        .where(Quarantine.id == open_row)
-        .values(
-            status="redriven",
-            attempts=Quarantine.attempts + 1,
-            resolved_at=batch.now,
-            resolved_by=batch.redriven_by,
-            resolution=how[:2000],
-        )
-    )
-    return True
 
 
 def _with_meta(observation: dict[str, Any], version: int, now: datetime) -> dict[str, Any]:

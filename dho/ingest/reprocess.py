@@ -23,10 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.db.models import Quarantine
 from dho.db.models import RawMessage as RawRow
 from dho.ingest.decoded import DecodedItem
+from dho.ingest.failures import is_transient_conflict
 from dho.ingest.identifiers import canonical_device
 from dho.ingest.measurement import RawMessage
 from dho.ingest.pipeline import Keep, Pipeline
 from dho.ingest.plan import MessageResult
+from dho.ingest.record_quarantine import QuarantineKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,19 +126,22 @@ async def _redrive_chunk(
         ).all()
         if not rows:
             return
-        chosen: dict[int, set[int] | None] = {}
+        chosen: dict[int, set[str] | None] = {}
         for row in rows:
-            if row.item_index is None:
+            label = row_label(row)
+            if label is None:
                 chosen[row.raw_message_id] = None
             elif row.raw_message_id not in chosen:
-                chosen[row.raw_message_id] = {row.item_index}
-            elif (indexes := chosen[row.raw_message_id]) is not None:
-                indexes.add(row.item_index)
-        open_rows = {(r.raw_message_id, r.item_index): r.id for r in rows}
+                chosen[row.raw_message_id] = {label}
+            elif (labels := chosen[row.raw_message_id]) is not None:
+                labels.add(label)
+        open_rows = {(r.raw_message_id, row_label(r)): r.id for r in rows}
 
-        def keep(raw_id: int, index: int, _item: DecodedItem) -> bool:
-            indexes = chosen.get(raw_id)
-            return indexes is None or index in indexes
+        def keep(raw_id: int, _index: int, item: DecodedItem) -> bool:
+            labels = chosen.get(raw_id)
+            return labels is None or any(
+                item.label == label or item.label.startswith(label + ".") for label in labels
+            )
 
         raws = await _raw_messages(session, sorted(chosen))
         await _reprocess(pipeline, session, raws, keep, open_rows, by)
@@ -170,7 +175,7 @@ async def _replay_chunk(
             return None
         ids = [r.id for r in stored]
         open_rows = {
-            (q.raw_message_id, q.item_index): q.id
+            (q.raw_message_id, row_label(q)): q.id
             for q in await session.scalars(
                 select(Quarantine).where(
                     Quarantine.raw_message_id.in_(ids), Quarantine.status == "open"
@@ -201,13 +206,21 @@ async def _reprocess(
     session: AsyncSession,
     raws: list[tuple[int, RawMessage]],
     keep: Keep,
-    open_rows: dict[tuple[int, int | None], int],
+    open_rows: dict[QuarantineKey, int],
     by: str,
 ) -> list[MessageResult]:
     plans = await pipeline.compute(
         session, [raw for _, raw in raws], [raw_id for raw_id, _ in raws], keep
     )
     return await pipeline.record_plans(session, plans, open_quarantine=open_rows, redriven_by=by)
+
+
+def row_label(row: Quarantine) -> str | None:
+    """The label of a row's item (None: the whole message); rows from before labels existed
+    were written for dho-json, whose items are labelled by position."""
+    if row.item_index is None:
+        return None
+    return row.item_label or f"[{row.item_index}]"
 
 
 async def _raw_messages(session: AsyncSession, ids: list[int]) -> list[tuple[int, RawMessage]]:
@@ -250,8 +263,9 @@ async def _retrying(step: Callable[[], Awaitable[T]]) -> T:
     for attempt in range(ATTEMPTS):
         try:
             return await step()
-        except IntegrityError:
-            if attempt == ATTEMPTS - 1:
+        except Exception as exc:
+            raced = isinstance(exc, IntegrityError) or is_transient_conflict(exc)
+            if not raced or attempt == ATTEMPTS - 1:
                 raise
             log.info("re-processing raced a concurrent writer; trying again")
     raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any
 
 from dho import jsonutil
@@ -219,7 +219,11 @@ def _coded_quantity(entry: Any, unit: str | None, where: str, adapter: Adapter) 
     if isinstance(exponent, bool) or not isinstance(exponent, int) or abs(exponent) > 12:
         raise Unparseable(f"{where}: the power-of-ten exponent must be a small integer")
     source_unit = first(entry, adapter.coded.unit) if adapter.coded.unit else unit
-    return Quantity(value.scaleb(exponent), _unit(source_unit, where, adapter))
+    try:
+        scaled = value.scaleb(exponent)
+    except DecimalException as exc:
+        raise Unparseable(f"{where}: value x 10^{exponent} is out of range") from exc
+    return Quantity(scaled, _unit(source_unit, where, adapter))
 
 
 def quantity_of(value: Any, unit: Any, where: str, adapter: Adapter) -> Quantity:

@@ -9,7 +9,7 @@ happen twice (`ambiguous-local-time`, the first occurrence is taken) or not at a
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from zoneinfo import ZoneInfo
 
 from dho.ingest.errors import Unparseable
@@ -50,8 +50,8 @@ def from_epoch(value: object, zone: ZoneInfo, unit_seconds: int, what: str) -> d
         raise Unparseable(f"{what} must be a number of seconds since 1970")
     try:
         millis = int(Decimal(value) * 1000 / unit_seconds)
-    except (InvalidOperation, OverflowError, ValueError) as exc:
-        raise Unparseable(f"{what} {value} is not a usable epoch time") from exc
+    except (DecimalException, OverflowError, ValueError) as exc:
+        raise Unparseable(f"{what} is not a usable epoch time") from exc
     return _epoch_millis(millis, what).astimezone(zone)
 
 

@@ -45,3 +45,52 @@ async def test_every_migration_downgrades_and_upgrades_again(
 
 async def _run(step: Any, config: Any, revision: str) -> None:
     await asyncio.to_thread(step, config, revision)
+
+
+async def test_0003_spells_device_identifiers_as_the_decoders_do(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A device stored as `001c05fffe0a0001` before 0003 still matches its readings after."""
+    from sqlalchemy import text
+
+    config = migrate.alembic_config(settings)
+    await _run(command.downgrade, config, "0002")
+    system = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO device (id, identifier_system, identifier_value, resource, updated_at) "
+                "VALUES ('d-1', :s, '001c05fffe0a0001', '{}', CURRENT_TIMESTAMP), "
+                "('d-2', :s, 'not-an-eui64', '{}', CURRENT_TIMESTAMP)"
+            ),
+            {"s": system},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO patient (id, national_id, national_id_system, family_name, "
+                "given_name, resource, updated_at) VALUES ('p-1', '14834641411', 'x', 'H', 'I', "
+                "'{}', CURRENT_TIMESTAMP)"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO raw_message (id, transport, topic, gateway_id, adapter, received_at, "
+                "payload) VALUES (1, 'http', 't', 'g', 'dho-json', CURRENT_TIMESTAMP, :p)"
+            ),
+            {"p": b"{}"},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO observation (id, identity, patient_id, device_id, type, code, "
+                "effective, last_updated, version_id, value_digest, raw_message_id, resource) "
+                "VALUES ('o-1', :identity, 'p-1', 'd-1', 'heart-rate', '8867-4', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1, 'x', 1, '{}')"
+            ),
+            {"identity": f"{system}|001c05fffe0a0001|heart-rate|1795500000000"},
+        )
+    await _run(command.upgrade, config, "head")
+    async with engine.connect() as conn:
+        values = dict((await conn.execute(text("SELECT id, identifier_value FROM device"))).all())
+        identity = await conn.scalar(text("SELECT identity FROM observation"))
+    assert values == {"d-1": "00-1C-05-FF-FE-0A-00-01", "d-2": "not-an-eui64"}
+    assert identity == f"{system}|00-1C-05-FF-FE-0A-00-01|heart-rate|1795500000000"

@@ -10,10 +10,10 @@ runs many more.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import uvicorn
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from dho import jsonutil
 from dho.app import create_app
 from dho.db import migrate
 from dho.db.engine import create_engine, session_factory
@@ -121,6 +122,7 @@ LEAVES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
     st.sampled_from(NASTY),
+    st.sampled_from([Decimal("1e999999999"), Decimal("-1e-999999999"), Decimal("9" * 60)]),
 )
 JSON = st.recursive(
     LEAVES,
@@ -142,13 +144,13 @@ def mutated(draw: st.DrawFn, adapter: str) -> bytes:
     """A golden example with one part replaced: a JSON leaf, or an HL7 field."""
     source = draw(st.sampled_from(_examples(adapter)))
     try:
-        document = json.loads(source)
+        document = jsonutil.loads(source)
     except ValueError:
         return _mutated_text(draw, source)
     paths = list(_paths(document))
     path = draw(st.sampled_from(paths))
     replacement = draw(JSON)
-    return json.dumps(_replace(document, path, replacement)).encode()
+    return jsonutil.dumps(_replace(document, path, replacement)).encode()
 
 
 def _mutated_text(draw: st.DrawFn, source: bytes) -> bytes:
@@ -186,7 +188,7 @@ def _replace(node: Any, path: tuple[Any, ...], value: Any) -> Any:
 def payloads(adapter: str) -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.binary(max_size=300),
-        JSON.map(lambda doc: json.dumps(doc).encode()),
+        JSON.map(lambda doc: jsonutil.dumps(doc).encode()),
         mutated(adapter),
         st.sampled_from(RAW_TOKENS).map(lambda token: b'{"value": ' + token + b"}"),
     )

@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho import jsonutil
 from dho.db.engine import create_engine, session_factory
-from dho.db.models import Alert, ObservationRow, ObservationVersion, Organization, Quarantine
+from dho.db.models import (
+    Alert,
+    CareTeam,
+    CareTeamMember,
+    ObservationRow,
+    ObservationVersion,
+    Organization,
+    Quarantine,
+)
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.registry.gateways import create_gateway
 from dho.settings import Settings
@@ -288,3 +296,121 @@ async def test_every_quarantine_reason_is_produced_and_keeps_the_raw_bytes(
         assert raw.payload == messages[reason].payload, reason
         assert row.status == "open" and row.reason
     assert await _count(sessions, ObservationRow) == 0
+
+
+def _phd_pulse(device: str, when: datetime, value: int, identifier: str) -> Any:
+    """A PHD heart-rate Observation whose sender numbers its readings (identifier `value`)."""
+    from dho.ingest.measurement import RawMessage as Raw
+
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "identifier": [{"value": identifier}],
+        "code": {"coding": [{"system": "urn:iso:std:iso:11073:10101", "code": "149546"}]},
+        "effectiveDateTime": when.isoformat(),
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+        "device": {
+            "identifier": {
+                "system": "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680",
+                "value": device,
+            }
+        },
+    }
+    return Raw(
+        jsonutil.dumps(observation).encode(),
+        "http",
+        "/fhir/Observation",
+        "test-hub",
+        "phd-fhir",
+        datetime.now(UTC),
+    )
+
+
+async def test_senders_identifiers_are_not_keys_across_devices(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two gateways numbering their readings "1" must not merge two patients' readings."""
+    await seed(sessions)
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    a, b = "00-1C-05-FF-FE-01-00-01", "00-1C-05-FF-FE-02-00-01"
+    first, second = await pipeline.process(
+        [_phd_pulse(a, when, 70, "1"), _phd_pulse(b, when - timedelta(minutes=1), 90, "1")]
+    )
+    assert first.items[0].status == second.items[0].status == "accepted"
+    assert not second.items[0].amended
+    async with sessions() as session:
+        rows = (
+            await session.scalars(select(ObservationRow).order_by(ObservationRow.effective))
+        ).all()
+    assert len(rows) == 2 and rows[0].patient_id != rows[1].patient_id
+    for row in rows:
+        assert jsonutil.loads(row.resource)["id"] == row.id
+    # The same device's reading again, its time written another way: a duplicate.
+    again = _phd_pulse(a, when.astimezone(UTC), 70, "1")
+    [result] = await pipeline.process([again])
+    assert result.items[0].status == "duplicate"
+
+
+async def test_a_message_whose_items_were_all_refused_keeps_its_id_free(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The gateway sends it again, under the same id, once the device is registered."""
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    envelope = {
+        "message_id": "gw-9",
+        "measurements": [reading(MOVED, "heart-rate", when, 70, "/min")],
+    }
+    [first] = await pipeline.process([raw_message(envelope)])
+    assert first.status == "accepted" and first.items[0].reason == "unknown-device"
+    await register_device(sessions, MOVED, [(PATIENT_A, when - timedelta(days=1), None)])
+    [second] = await pipeline.process([raw_message(envelope)])
+    assert second.status == "accepted" and second.items[0].status == "accepted"
+    [third] = await pipeline.process([raw_message(envelope)])
+    assert third.status == "duplicate"
+
+
+async def test_a_gateway_cannot_probe_the_registry_with_claims(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A Patient entry is matched only for a gateway that serves the patient's care team."""
+    from dho.ingest.measurement import RawMessage as Raw
+
+    await seed(sessions)
+    a = await patient_id(sessions, PATIENT_A)
+    async with sessions() as session, session.begin():
+        caring = set(
+            await session.scalars(
+                select(CareTeamMember.organization_id)
+                .join(CareTeam, CareTeam.id == CareTeamMember.care_team_id)
+                .where(CareTeam.patient_id == a)
+            )
+        )
+        outsiders = sorted(set(await session.scalars(select(Organization.id))) - caring)
+        assert outsiders, "the demo registry has an organisation outside the patient's care"
+        await create_gateway(session, "other-hub", "Another municipality", outsiders[:1])
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": PATIENT_A}],
+    }
+    entry = {
+        "fullUrl": "urn:uuid:0b1f7c54-5d22-4f0d-9a8e-3d1b6a1e2f00",
+        "resource": patient,
+        "request": {"method": "POST", "url": "Patient"},
+    }
+    payload = jsonutil.dumps({"resourceType": "Bundle", "type": "batch", "entry": [entry]}).encode()
+    own, other = await pipeline.process(
+        [
+            Raw(payload, "http", "/fhir", "test-hub", "phd-fhir", datetime.now(UTC)),
+            Raw(payload, "http", "/fhir", "other-hub", "phd-fhir", datetime.now(UTC)),
+        ]
+    )
+    assert own.items[0].status == "matched" and own.items[0].reference == f"Patient/{a}"
+    [refused] = other.items
+    assert (refused.status, refused.reason_code) == ("quarantined", "unknown-patient")
+    assert a not in (refused.detail or "")

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dho.db.models import ObservationRow, ObservationVersion, Organization, Quarantine, RawMessage
+from dho.db.models import (
+    Alert,
+    ObservationRow,
+    ObservationVersion,
+    Organization,
+    Quarantine,
+    RawMessage,
+)
 from dho.ingest import quarantine as store
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.reprocess import ReplayScope, redrive, replay
 from dho.registry.gateways import create_gateway
 from dho.settings import Settings
-from tests.support import PATIENT_A, raw_message, reading, register_device, seed
+from tests.support import PATIENT_A, ROOT, raw_message, reading, register_device, seed
 
 NEW_DEVICE = "00-1C-05-FF-FE-0A-00-01"
 KNOWN = "00-1C-05-FF-FE-01-00-02"
@@ -171,3 +181,108 @@ async def test_replay_stores_nothing_twice_and_resolves_what_now_passes(
     assert await _count(sessions, RawMessage) == 5
     again = await replay(pipeline, sessions, scope)
     assert again.items["duplicate"] == 10 and await _count(sessions, ObservationRow) == 10
+
+
+async def test_replay_of_one_device_leaves_a_whole_message_row_open(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A message quarantined whole is closed only when all of it was processed again."""
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=10)
+    other = "00-1C-05-FF-FE-01-00-03"
+    body = [
+        reading(KNOWN, "heart-rate", when, 70, "/min"),
+        reading(other, "body-weight", when, 80, "kg"),
+    ]
+    [rejected] = await pipeline.process([raw_message(body, gateway="late-hub")])
+    assert rejected.status == "rejected"
+    async with sessions() as session, session.begin():
+        orgs = list(await session.scalars(select(Organization.id)))
+        await create_gateway(session, "late-hub", "Late hub", orgs)
+    scope = ReplayScope(
+        since=when - timedelta(hours=1),
+        until=datetime.now(UTC),
+        device=("urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680", KNOWN),
+    )
+    report = await replay(pipeline, sessions, scope)
+    assert report.items["accepted"] == 1 and report.quarantine_resolved == 0
+    [row] = await _rows(sessions)
+    assert row.status == "open" and row.item_index is None  # the weight is not yet stored
+    [done] = await redrive(pipeline, sessions, [row.id], "operator")
+    assert done.status == "redriven"
+    async with sessions() as session:
+        types = sorted((await session.scalars(select(ObservationRow.type))).all())
+    assert types == ["body-weight", "heart-rate"]
+
+
+async def test_a_redrive_after_an_adapter_fix_stores_every_reading_of_each_row(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A Withings group that failed whole becomes several readings once the adapter is fixed."""
+    await seed(sessions)
+    broken_dir = tmp_path / "adapters"
+    shutil.copytree(ROOT / "adapters", broken_dir)
+    adapter = broken_dir / "withings.yaml"
+    adapter.write_text(adapter.read_text().replace("[hash_deviceid, deviceid]", "[hash_device_id]"))
+    broken = Pipeline(
+        settings,
+        sessions,
+        ReferenceData.load(settings.model_copy(update={"adapters_dir": broken_dir})),
+    )
+    payload = (ROOT / "adapters" / "examples" / "withings" / "getmeas.json").read_bytes()
+    message = replace(
+        raw_message({}), payload=payload, adapter="withings", topic="/ingest/withings"
+    )
+    [first] = await broken.process([message])
+    assert [(i.label, i.status) for i in first.items] == [
+        ("[0]", "quarantined"),
+        ("[1]", "quarantined"),
+    ]
+    fixed = Pipeline(settings, sessions, ReferenceData.load(settings))
+    outcomes = await redrive(fixed, sessions, [r.id for r in await _rows(sessions)], "operator")
+    assert [o.status for o in outcomes] == ["redriven", "redriven"]
+    assert outcomes[0].resolution is not None and outcomes[0].resolution.count("Observation/") == 2
+    async with sessions() as session:
+        types = sorted((await session.scalars(select(ObservationRow.type))).all())
+    assert types == ["blood-pressure", "body-weight", "heart-rate"]
+
+
+async def test_a_replay_does_not_undo_a_later_correction(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    when = datetime.now(UTC) - timedelta(minutes=30)
+    await pipeline.process([raw_message(reading(KNOWN, "heart-rate", when, 70, "/min"))])
+    [corrected] = await pipeline.process(
+        [raw_message(reading(KNOWN, "heart-rate", when, 72, "/min"))]
+    )
+    assert corrected.items[0].amended
+    scope = ReplayScope(since=when - timedelta(hours=1), until=datetime.now(UTC))
+    for _ in range(2):
+        report = await replay(pipeline, sessions, scope)
+        assert report.amended == 0 and report.items["duplicate"] == 2
+    async with sessions() as session:
+        versions = (await session.scalars(select(ObservationVersion.version_id))).all()
+        [row] = (await session.scalars(select(ObservationRow))).all()
+    assert sorted(versions) == [1, 2] and '"value":72' in row.resource
+
+
+async def test_an_old_reading_redriven_now_is_late_and_raises_no_alert(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Quarantined when it was fresh, re-driven days later: trend data, not an acute alert."""
+    await seed(sessions)
+    three_days = datetime.now(UTC) - timedelta(days=3)
+    message = replace(
+        raw_message(reading(NEW_DEVICE, "heart-rate", three_days, 150, "/min")),
+        received_at=three_days + timedelta(minutes=1),
+    )
+    await pipeline.process([message])
+    await register_device(sessions, NEW_DEVICE, [(PATIENT_A, three_days - timedelta(days=1), None)])
+    [row] = await _rows(sessions)
+    [outcome] = await redrive(pipeline, sessions, [row.id], "operator")
+    assert outcome.status == "redriven"
+    async with sessions() as session:
+        [stored] = (await session.scalars(select(ObservationRow))).all()
+        alerts = await session.scalar(select(func.count()).select_from(Alert))
+    assert stored.late and alerts == 0

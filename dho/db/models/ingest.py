@@ -44,12 +44,17 @@ class ObservationRow(Base):
     """The current version of an Observation; `identity` is the measurement's unique key."""
 
     __tablename__ = "observation"
-    __table_args__ = (Index(None, "patient_id", "code", "effective"),)
+    __table_args__ = (
+        Index(None, "patient_id", "code", "effective"),
+        Index(None, "source_identifier"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     identity: Mapped[str] = mapped_column(String(400), unique=True)
-    # An identifier the sender gave the reading (the PHD Observation identifier): unique too.
-    source_identifier: Mapped[str | None] = mapped_column(String(400), unique=True)
+    # The identifier the sender gave the reading (the PHD Observation identifier): it marks
+    # a re-send of the same device's reading as a duplicate; senders' identifiers are not
+    # unique across devices, so it is not a key.
+    source_identifier: Mapped[str | None] = mapped_column(String(400))
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
     device_id: Mapped[str] = mapped_column(ForeignKey("device.id"), index=True)
     type: Mapped[str] = mapped_column(String(64))

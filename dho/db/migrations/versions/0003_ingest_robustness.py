@@ -21,6 +21,11 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_EUI_DIGITS = {
+    "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680": 16,
+    "http://hl7.org/fhir/sid/eui-48/bluetooth": 12,
+}
+
 # reason_code → reason class, for rows written before classes existed.
 _CLASSES = {
     "decode": "unparseable",
@@ -70,8 +75,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source_identifier", sa.String(length=400), nullable=True))
         batch.add_column(sa.Column("received_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("late", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.create_unique_constraint(
-            batch.f("uq_observation_source_identifier"), ["source_identifier"]
+        batch.create_index(
+            batch.f("ix_observation_source_identifier"), ["source_identifier"], unique=False
         )
 
     with op.batch_alter_table("device") as batch:
@@ -87,6 +92,56 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("mqtt_receipts", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    _canonical_device_identifiers()
+
+
+def _canonical_device_identifiers() -> None:
+    """EUI-64 and EUI-48 values in the dashed upper-case spelling the decoders now use.
+
+    Device ids stay as they are; observation identities, which begin with the device's
+    identifier, follow. A value whose canonical spelling is already taken is left alone.
+    """
+    conn = op.get_bind()
+    devices = conn.execute(
+        sa.text("SELECT id, identifier_system, identifier_value FROM device")
+    ).all()
+    taken = {(system, value) for _, system, value in devices}
+    for device_id, system, value in devices:
+        canonical = _canonical(system, value)
+        if canonical == value or (system, canonical) in taken:
+            continue
+        conn.execute(
+            sa.text("UPDATE device SET identifier_value = :new WHERE id = :id"),
+            {"new": canonical, "id": device_id},
+        )
+        old_prefix, new_prefix = f"{system}|{value}|", f"{system}|{canonical}|"
+        conn.execute(
+            sa.text(
+                "UPDATE observation SET identity = :new || substr(identity, :cut) "
+                "WHERE device_id = :id AND substr(identity, 1, :length) = :old"
+            ),
+            {
+                "new": new_prefix,
+                "cut": len(old_prefix) + 1,
+                "id": device_id,
+                "length": len(old_prefix),
+                "old": old_prefix,
+            },
+        )
+        taken.add((system, canonical))
+
+
+def _canonical(system: str, value: str) -> str:
+    digits = "".join(ch for ch in value if ch not in "-:. ")
+    wanted = _EUI_DIGITS.get(system)
+    if wanted is None or len(digits) != wanted:
+        return value
+    try:
+        int(digits, 16)
+    except ValueError:
+        return value
+    upper = digits.upper()
+    return "-".join(upper[i : i + 2] for i in range(0, len(upper), 2))
 
 
 def downgrade() -> None:
@@ -98,7 +153,7 @@ def downgrade() -> None:
         )
         batch.drop_column("owner_organization_id")
     with op.batch_alter_table("observation") as batch:
-        batch.drop_constraint(batch.f("uq_observation_source_identifier"), type_="unique")
+        batch.drop_index(batch.f("ix_observation_source_identifier"))
         batch.drop_column("late")
         batch.drop_column("received_at")
         batch.drop_column("source_identifier")
