@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +36,7 @@ class CodeTarget:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class RefusalRule:
     """Items whose value at `path` is one of `values` are quarantined with this code."""
 
     path: str
@@ -74,7 +73,7 @@ class Adapter:
     coded: Coded | None = None
     codes: dict[str, CodeTarget] = field(default_factory=dict)
     ignore_codes: frozenset[str] = frozenset()
-    refuse: tuple[Refusal, ...] = ()
+    refuse: tuple[RefusalRule, ...] = ()
     defaults: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
@@ -104,11 +103,6 @@ def load_adapters(adapters_dir: Path) -> AdapterCatalogue:
             continue
         adapters[adapter.name] = adapter
     return AdapterCatalogue(adapters=adapters, broken=broken)
-
-
-@lru_cache(maxsize=4)
-def cached_adapters(adapters_dir: Path) -> AdapterCatalogue:
-    return load_adapters(adapters_dir)
 
 
 def decoder_exists(name: str) -> bool:
@@ -145,7 +139,7 @@ def _parse(path: Path, validator: jsonschema.Draft202012Validator) -> Adapter:
         codes={str(k): CodeTarget(**v) for k, v in data.get("codes", {}).items()},
         ignore_codes=frozenset(str(c) for c in data.get("ignore_codes", ())),
         refuse=tuple(
-            Refusal(r["path"], frozenset(str(v) for v in r["values"]), r["code"], r["message"])
+            RefusalRule(r["path"], frozenset(str(v) for v in r["values"]), r["code"], r["message"])
             for r in data.get("refuse", ())
         ),
         defaults=dict(data.get("defaults", {})),

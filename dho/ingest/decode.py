@@ -22,13 +22,13 @@ DecoderFunction = Callable[[bytes, Adapter, DecodeContext], Decoded]
 
 def decode(raw: RawMessage, catalogue: AdapterCatalogue, ctx: DecodeContext) -> Decoded:
     """The message's items, or a DataError when the message as a whole cannot be read."""
-    adapter = adapter_for(raw.adapter, catalogue)
+    adapter = _adapter(raw.adapter, catalogue)
     if adapter.decoder is None:
         return decode_json(raw.payload, adapter, ctx)
-    return named_decoder(adapter.decoder)(raw.payload, adapter, ctx)
+    return _named_decoder(adapter.decoder)(raw.payload, adapter, ctx)
 
 
-def adapter_for(name: str, catalogue: AdapterCatalogue) -> Adapter:
+def _adapter(name: str, catalogue: AdapterCatalogue) -> Adapter:
     """The adapter `name`; UnknownAdapter when there is none or its file is broken."""
     if name in catalogue.broken:
         raise UnknownAdapter(
@@ -40,7 +40,7 @@ def adapter_for(name: str, catalogue: AdapterCatalogue) -> Adapter:
     return adapter
 
 
-def named_decoder(name: str) -> DecoderFunction:
+def _named_decoder(name: str) -> DecoderFunction:
     """`decode` of the module `dho.decoders.<name>` (checked to exist when adapters load)."""
     module = importlib.import_module(f"dho.decoders.{name}")
     return cast(DecoderFunction, module.decode)

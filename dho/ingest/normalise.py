@@ -12,7 +12,6 @@ from decimal import (
     InvalidOperation,
     Overflow,
 )
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from dho.catalogue import (
 )
 from dho.ingest.errors import DataError, PlausibilityError, UnitError
 from dho.ingest.measurement import Measurement, Quantity
-from dho.settings import get_settings
 
 PLAUSIBILITY_FILE = "plausibility.yaml"
 PLAUSIBILITY_SCHEMA = "plausibility.schema.json"
@@ -96,12 +94,6 @@ def load_plausibility(config_dir: Path) -> PlausibilityLimits:
     return PlausibilityLimits(
         {key: _type_limits(raw, path, key) for key, raw in data["types"].items()}
     )
-
-
-@lru_cache(maxsize=1)
-def default_limits() -> PlausibilityLimits:
-    """The limits in the configured `config_dir`, loaded once per process."""
-    return load_plausibility(get_settings().config_dir)
 
 
 def _normalise_single(m: Measurement, mtype: MeasurementType, bounds: TypeLimits) -> Measurement:

@@ -39,7 +39,7 @@ from dho.settings import Settings
 log = logging.getLogger(__name__)
 
 # Which items of a stored message to process again: (raw message id, position, item).
-Keep = Callable[[int, int, "DecodedItem"], bool]
+Keep = Callable[[int, int, DecodedItem], bool]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from dho.db.models import (
     Quarantine,
     RawMessage,
 )
+from dho.ingest.accept import OVERSIZED_KEPT_BYTES
 from dho.ingest.context import ExistingState, StoredObservation
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
@@ -137,12 +138,19 @@ async def _insert_raw(session: AsyncSession, plans: list[MessagePlan]) -> list[i
             "adapter": plan.raw.adapter[:64],
             "message_id": plan.message_id if _uses_message_id(plan) else None,
             "received_at": plan.raw.received_at,
-            "payload": plan.raw.payload,
+            "payload": _kept_payload(plan),
         }
         for plan in plans
     ]
     statement = insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True)
     return list((await session.execute(statement, rows)).scalars())
+
+
+def _kept_payload(plan: MessagePlan) -> bytes:
+    """The bytes kept: all of them, but only the start of a message refused as too large."""
+    if plan.error is not None and plan.error.code == "too-large":
+        return plan.raw.payload[:OVERSIZED_KEPT_BYTES]
+    return plan.raw.payload
 
 
 async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:

@@ -24,6 +24,7 @@ from dho.db.models import (
     Organization,
     Quarantine,
 )
+from dho.ingest.accept import OVERSIZED_KEPT_BYTES
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.registry.gateways import create_gateway
 from dho.settings import Settings
@@ -293,8 +294,11 @@ async def test_every_quarantine_reason_is_produced_and_keeps_the_raw_bytes(
     by_reason = {q.reason_class: (q, r) for q, r in rows}
     assert set(by_reason) == set(REASONS)
     for reason, (row, raw) in by_reason.items():
-        assert raw.payload == messages[reason].payload, reason
+        sent = messages[reason].payload
+        kept = sent[:OVERSIZED_KEPT_BYTES] if reason == "oversized" else sent
+        assert raw.payload == kept, reason
         assert row.status == "open" and row.reason
+    assert len(by_reason["oversized"][1].payload) == OVERSIZED_KEPT_BYTES < settings.max_message_bytes
     assert await _count(sessions, ObservationRow) == 0
 
 
