@@ -34,7 +34,6 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     reference: ReferenceData
-    pipeline: Pipeline
     batcher: Batcher
     rate_limiter: RateLimiter
     listener: MqttListener | None = None
@@ -69,7 +68,7 @@ async def start(settings: Settings) -> Runtime:
     pipeline = Pipeline(settings, sessions, reference)
     batcher = Batcher(pipeline, max_size=settings.batch_max_size, flush_ms=settings.batch_flush_ms)
     limiter = RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
-    rt = Runtime(settings, engine, sessions, reference, pipeline, batcher, limiter)
+    rt = Runtime(settings, engine, sessions, reference, batcher, limiter)
     rt.tasks.append(asyncio.create_task(batcher.run(), name="batcher"))
     if settings.mqtt_enabled:
         rt.broker = await ensure_broker(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from dho.api.deps import admin_access_allowed, read_access_allowed, runtime, ses
 from dho.api.problems import problem
 from dho.ingest import quarantine as store
 from dho.ingest.errors import REASONS
+from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.reprocess import RowOutcome, redrive
 
 router = APIRouter(prefix="/api/quarantine", tags=["quarantine"])
@@ -92,7 +94,7 @@ async def redrive_quarantine(
     if not ids:
         return problem(400, "nothing-to-redrive", "Nothing to re-drive", "give ids or a reason")
     rt = runtime(request)
-    outcomes = await redrive(rt.pipeline, rt.sessions, ids, body.by)
+    outcomes = await redrive(await _current_pipeline(request), rt.sessions, ids, body.by)
     return JSONResponse({"results": [_outcome(o) for o in outcomes]})
 
 
@@ -102,7 +104,7 @@ async def redrive_one(request: Request, row_id: RowId, body: Operator) -> JSONRe
     if not admin_access_allowed(request):
         return _unauthorized()
     rt = runtime(request)
-    outcomes = await redrive(rt.pipeline, rt.sessions, [row_id], body.by)
+    outcomes = await redrive(await _current_pipeline(request), rt.sessions, [row_id], body.by)
     if not outcomes:
         return problem(404, "not-found", "Not found", f"no quarantine row {row_id}")
     return JSONResponse(_outcome(outcomes[0]))
@@ -126,6 +128,14 @@ async def discard_quarantine(
     if not closed:
         return problem(409, "not-open", "Not open", f"quarantine row {row_id} is not open")
     return JSONResponse(store.describe(*found))
+
+
+async def _current_pipeline(request: Request) -> Pipeline:
+    """A pipeline with the adapter and catalogue files as they are now, so a fixed adapter
+    is used by the re-drive at once (live ingest reads them again at the next start)."""
+    rt = runtime(request)
+    reference = await asyncio.to_thread(ReferenceData.load, rt.settings)
+    return Pipeline(rt.settings, rt.sessions, reference)
 
 
 def _outcome(outcome: RowOutcome) -> dict[str, object]:
