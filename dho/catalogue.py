@@ -182,6 +182,18 @@ class Catalogue:
             raise KeyError(f"MDC code {code} is not known in the unit {unit!r}")
         raise KeyError(f"no measurement type has the MDC code {code}")
 
+    def knows_mdc(self, code: str) -> bool:
+        """Whether some type, alias, panel or component has the MDC code, in whatever unit."""
+        return any(
+            c.system == MDC and c.code == code
+            for mtype in self.types.values()
+            for c in (
+                *mtype.codes,
+                *mtype.aliases,
+                *(coding for part in mtype.components for coding in part.codes),
+            )
+        )
+
     def __iter__(self) -> Iterator[MeasurementType]:
         return iter(self.types.values())
 

@@ -143,6 +143,23 @@ def test_by_code_unknown() -> None:
         CATALOGUE.by_code(LOINC, "0000-0")
 
 
+@pytest.mark.parametrize(
+    ("code", "known"),
+    [
+        ("150456", True),  # a type's own code
+        ("149530", True),  # an alias (pulse from a pulse oximeter)
+        ("150020", True),  # a panel
+        ("150021", True),  # a component of the panel
+        ("160184", True),  # known in two units
+        ("67996", False),  # battery level: device information, no type
+        ("8867-4", False),  # a LOINC code is not an MDC code
+        ("", False),
+    ],
+)
+def test_knows_mdc_in_any_unit(code: str, known: bool) -> None:
+    assert CATALOGUE.knows_mdc(code) is known
+
+
 def test_default_catalogue_is_loaded_once() -> None:
     first = default_catalogue()
     assert first is default_catalogue()

@@ -277,13 +277,16 @@ def _refused(refusal: Refusal) -> JSONResponse:
 
 
 def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    """The batch- or transaction-response; no `entry` when empty (FHIR JSON has no `[]`)."""
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": _instant(datetime.now(UTC))},
         "type": f"{kind}-response",
-        "entry": entries,
     }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
 
 
 def _entry_count(raw: RawMessage) -> int:

@@ -2,8 +2,10 @@
 
 MSA-1 is AA when every item was stored, already known or ignored (and for a message id
 sent before), AE with one ERR per quarantined item, AR with one ERR when the message as
-a whole was refused. ERR-3 takes its code from HL7 table 0357; ERR-5 carries the
-service's own reason code. Detail texts leave out national identity numbers.
+a whole was refused: by the pipeline, or before it (no key, rate limit, too large, not
+stored in time), with the HTTP status and headers of that refusal. ERR-3 takes its code
+from HL7 table 0357; ERR-5 carries the service's own reason code. Detail texts leave out
+national identity numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import hl7
 from fastapi.responses import Response
 
+from dho.api.gateway_io import Refusal
 from dho.decoders.hl7v2_fields import HL7_ERRORS, components, er7_text, text
 from dho.ingest.adapter_catalogue import AdapterCatalogue
 from dho.ingest.errors import DataError
@@ -31,8 +34,12 @@ _TABLE_0357 = {
     101: "Required field missing",
     102: "Data type error",
     103: "Table value not found",
+    # 104 is in the table since v2.7: "a value exceeded ... the length that the application
+    # is able to safely handle", the nearest to a message over the size or item limit.
+    104: "Value too long",
     200: "Unsupported message type",
     204: "Unknown key identifier",
+    206: "Application record locked",
     207: "Application internal error",
 }
 _BY_CODE = {
@@ -42,8 +49,16 @@ _BY_CODE = {
     "missing-time": 101,
     "missing-device-id": 101,
     "patient-mismatch": 204,
+    "too-large": 104,
+    # 206: "could not be performed at the application storage level, e.g. database locked".
+    "unavailable": 206,
 }
-_BY_REASON = {"unparseable": 102, "mapping-error": 103, "unknown-device": 204}
+_BY_REASON = {
+    "unparseable": 102,
+    "mapping-error": 103,
+    "unknown-device": 204,
+    "oversized": 104,
+}
 # Where in the message a reason code points: (segment, field).
 _LOCATIONS = {
     "message-type": ("MSH", 9),
@@ -99,7 +114,6 @@ def answers_with_ack(adapters: AdapterCatalogue, adapter: str) -> bool:
 
 def response(payload: bytes, result: MessageResult) -> Response:
     """The ACK for a committed message (AA when stored, AE/AR with ERR segments otherwise)."""
-    header = _header(payload)
     status = 200
     if result.status == "rejected" or result.not_authorised:
         code, errors = "AR", [_message_error(result)]
@@ -107,6 +121,23 @@ def response(payload: bytes, result: MessageResult) -> Response:
     else:
         errors = [_item_error(item) for item in result.items if item.status == "quarantined"]
         code = "AE" if errors else "AA"
+    return _ack(_header(payload), code, errors, status)
+
+
+def refusal(refused: Refusal, payload: bytes = b"") -> Response:
+    """An ACK AR for a request refused before the pipeline, with the refusal's status and headers.
+
+    `payload` is the body when it was read (its MSH is answered), else empty (defaults).
+    """
+    error = _Error(refused.title, refused.code, refused.detail)
+    answer = _ack(_header(payload), "AR", [error], refused.status)
+    answer.headers.update(refused.headers)
+    if refused.status == 401:
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="dho"'
+    return answer
+
+
+def _ack(header: _Header, code: str, errors: list[_Error], status: int) -> Response:
     segments = [
         _msh(header),
         _segment("MSA", code, _escape(header.control_id)),

@@ -37,6 +37,9 @@ async def ingest(
         raw = raw_message(gateway, adapter, f"/ingest/{adapter}", body, idempotency_key)
         result = await submit(request, raw)
     except Refusal as refusal:
+        if hl7_ack.answers_with_ack(rt.reference.adapters, adapter):
+            # `body` is bound only when the refusal came after the body was read (503).
+            return hl7_ack.refusal(refusal, locals().get("body", b""))
         response = problem(refusal.status, refusal.code, refusal.title, refusal.detail)
         response.headers.update(refusal.headers)
         return response

@@ -1,9 +1,10 @@
 """FHIR R4 from PHD-style gateways: one Observation, or a batch or transaction Bundle.
 
-One item per Bundle entry, in entry order: an Observation becomes a measurement; a
-Patient, and a Device some Observation names as its `device`, become registry claims
-(matched, never created); the gateway's own Device is read and not stored. What each
-choice means is documented in `adapters/phd-fhir.yaml`.
+One item per Bundle entry, in entry order: an Observation becomes a measurement, or a
+note when it is device information the adapter's `ignore_codes` list (Coincident Time
+Stamp, battery level); a Patient, and a Device some stored Observation names as its
+`device`, become registry claims (matched, never created); the gateway's own Device is
+read and not stored. What each choice means is documented in `adapters/phd-fhir.yaml`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def decode(payload: bytes, adapter: Adapter, ctx: DecodeContext) -> Decoded:
         raise Unparseable("a FHIR resource must be a JSON object")
     kind = document.get("resourceType")
     if kind == "Observation":
-        item = observation_item(document, "Observation", Links(), ctx)
+        item = observation_item(document, "Observation", Links(), ctx, adapter.ignore_codes)
         return Decoded(None, (item,), kind="Observation")
     if kind != "Bundle":
         raise Unparseable(
@@ -44,8 +45,11 @@ def decode(payload: bytes, adapter: Adapter, ctx: DecodeContext) -> Decoded:
             code="unsupported-resource",
         )
     entries = _entries(document, ctx.max_items)
-    links = links_of(entries)
-    items = tuple(_entry(index, entry, links, ctx) for index, entry in enumerate(entries))
+    links = links_of(entries, adapter.ignore_codes)
+    items = tuple(
+        _entry(index, entry, links, ctx, adapter.ignore_codes)
+        for index, entry in enumerate(entries)
+    )
     bundle_type = str(document["type"])
     return Decoded(
         _message_id(document.get("identifier")),
@@ -75,13 +79,15 @@ def _entries(bundle: dict[str, Any], max_items: int) -> list[Any]:
     return entries
 
 
-def _entry(index: int, entry: Any, links: Links, ctx: DecodeContext) -> DecodedItem:
+def _entry(
+    index: int, entry: Any, links: Links, ctx: DecodeContext, ignore_codes: frozenset[str]
+) -> DecodedItem:
     label = f"Bundle.entry[{index}]"
     try:
         resource = _request_resource(entry, label)
         kind = resource_type(resource, label)
         if kind == "Observation":
-            return observation_item(resource, label, links, ctx)
+            return observation_item(resource, label, links, ctx, ignore_codes)
         if kind not in ("Patient", "Device"):
             raise DataError(
                 f"{label}: {kind} entries are not accepted (only Observation, Patient, Device)",

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from pydantic import ValidationError
 
+from dho.catalogue import MDC
 from dho.ingest.decoded import RegistryClaim
 from dho.ingest.errors import Unparseable
 from dho.ingest.identifiers import canonical_device
@@ -115,8 +116,12 @@ class Links:
         return None if index is None else self.nodes[index]
 
 
-def links_of(entries: Sequence[Any]) -> Links:
-    """Every name an entry can be referred to by, and which entries Observations point to."""
+def links_of(entries: Sequence[Any], ignore_codes: frozenset[str]) -> Links:
+    """Every name an entry can be referred to by, and which entries Observations point to.
+
+    An Observation the adapter reads but does not store (its MDC code is in `ignore_codes`,
+    e.g. a Coincident Time Stamp, whose `device` is the gateway) names no device.
+    """
     nodes = tuple(_node(entry) for entry in entries)
     names: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -128,11 +133,32 @@ def links_of(entries: Sequence[Any]) -> Links:
         resource = node.resource
         if resource is None or resource.get("resourceType") != "Observation":
             continue
+        if ignored_coding(resource, ignore_codes) is not None:
+            continue
         device = _reference_text(resource.get("device"))
         if device in names:
             devices.add(names[device])
         gateways.update(names[r] for r in gateway_references(resource) if r in names)
     return Links(nodes, names, frozenset(devices), frozenset(gateways - devices))
+
+
+def ignored_coding(
+    observation: Mapping[str, Any], ignore_codes: frozenset[str]
+) -> Mapping[str, Any] | None:
+    """The first MDC coding of Observation.code that is in `ignore_codes`, if any."""
+    concept = observation.get("code")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not ignore_codes or not isinstance(codings, list):
+        return None
+    for coding in codings:
+        if (
+            isinstance(coding, dict)
+            and coding.get("system") == MDC
+            and isinstance(coding.get("code"), str)
+            and coding["code"] in ignore_codes
+        ):
+            return coding
+    return None
 
 
 def _node(entry: Any) -> Node:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from dho.decoders.fhir_entries import (
     INVALID,
     Links,
     device_identity,
+    ignored_coding,
     patient_identity,
     resolve,
     validate,
@@ -43,16 +45,33 @@ _VALUE_KEYS = (
     "valuePeriod",
 )
 
+# An MDC reference id as PHD gateways put it in coding.display (e.g. MDC_ATTR_VAL_BATT_CHARGE).
+_REFID = re.compile(r"MDC_[A-Z0-9_]{1,60}")
+
 Coded = tuple[tuple[str, str], ...]
 
 
 def observation_item(
-    resource: dict[str, Any], label: str, links: Links, ctx: DecodeContext
+    resource: dict[str, Any],
+    label: str,
+    links: Links,
+    ctx: DecodeContext,
+    ignore_codes: frozenset[str],
 ) -> DecodedItem:
-    """The measurement an Observation holds; its error, or a note when it holds no value."""
+    """The measurement an Observation holds; its error, or a note when it holds none.
+
+    An Observation whose MDC code is in `ignore_codes` (the adapter's list of PHD device
+    information: Coincident Time Stamp, battery level, ...) is read, not stored.
+    """
     try:
         validate(resource, "Observation", label)
-        _check_status(resource.get("status"), label)
+        status = resource.get("status")
+        if status not in R4_STATUS:
+            raise Unparseable(f"{label}: status is not an R4 Observation status", code=INVALID)
+        ignored = ignored_coding(resource, ignore_codes)
+        if ignored is not None:
+            return DecodedItem(label, note=_device_information(ignored))
+        _check_status(status, label)
         absent = _absent_value(resource)
         if absent is not None:
             return DecodedItem(label, note=f"no value ({absent}): nothing to store")
@@ -61,9 +80,14 @@ def observation_item(
         return DecodedItem(label, error=error)
 
 
+def _device_information(coding: Mapping[str, Any]) -> str:
+    """The note for an ignored Observation: its MDC code and reference id (when it has one)."""
+    display = coding.get("display")
+    refid = f" {display}" if isinstance(display, str) and _REFID.fullmatch(display) else ""
+    return f"device information (MDC {coding['code']}{refid}): read, not stored"
+
+
 def _check_status(status: Any, label: str) -> None:
-    if status not in R4_STATUS:
-        raise Unparseable(f"{label}: status is not an R4 Observation status", code=INVALID)
     if status not in ACCEPTED_STATUS:
         raise DataError(
             f"{label}: status {status!r} is not a reading to store "
@@ -202,7 +226,7 @@ def _by_mdc(codes: list[str], unit: str, types: Catalogue, label: str) -> Measur
                 code="unknown-code",
             )
         return mtype
-    known = [code for code in codes if _mdc_known(types, code)]
+    known = [code for code in codes if types.knows_mdc(code)]
     if known:
         raise UnitError(f"{label}: MDC {known[0]} is not known in the unit {unit!r}", code="unit")
     raise UnitError(
@@ -233,18 +257,6 @@ def _by_loinc(codings: Coded, unit: str, types: Catalogue, label: str) -> Measur
     raise UnitError(
         f"{label}: no MDC or LOINC code the catalogue knows (code: {shown})", code="unknown-code"
     )
-
-
-def _mdc_known(types: Catalogue, code: str) -> bool:
-    for mtype in types:
-        codings = [
-            *mtype.codes,
-            *mtype.aliases,
-            *(c for part in mtype.components for c in part.codes),
-        ]
-        if any(c.system == MDC and c.code == code for c in codings):
-            return True
-    return False
 
 
 def _panel_type(codings: Coded, types: Catalogue, label: str) -> MeasurementType:

@@ -269,7 +269,7 @@ def _panel_item(panel: _Panel, ctx: DecodeContext) -> DecodedItem:
 
 def _reading(row: _Row, parsed: _Message, units: dict[str, str], ctx: DecodeContext) -> _Reading:
     code = _mdc_code(row.segment)
-    if code is None or not _known_code(ctx.types, code):
+    if code is None or not ctx.types.knows_mdc(code):
         shown = code or raw_field(row.segment, 3)[:60]
         raise UnitError(
             f"{row.label}: MDC code {shown!r} is not a known measurement", code="unknown-code"
@@ -319,14 +319,6 @@ def _unit(row: _Row, units: dict[str, str]) -> str:
     if system in ("UCUM", ""):
         return code
     raise UnitError(f"{row.label}: OBX-6 unit system {system!r} is not MDC or UCUM", code="unit")
-
-
-def _known_code(types: Catalogue, code: str) -> bool:
-    for mtype in types:
-        codings = [*mtype.codes, *mtype.aliases, *(c for p in mtype.components for c in p.codes)]
-        if any(c.system == MDC and c.code == code for c in codings):
-            return True
-    return False
 
 
 def _device(row: _Row, parsed: _Message) -> tuple[str, str]:

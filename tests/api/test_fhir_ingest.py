@@ -336,16 +336,18 @@ async def test_a_batch_answers_each_entry_and_stores_the_good_ones(
     answer = _bundle(await _post(client, seeded, "/fhir", document), "batch")
     assert _statuses(answer) == [
         "201 Created",
-        "422 Unprocessable Entity",
+        "200 OK",
         "200 OK",
         "200 OK",
         "422 Unprocessable Entity",
     ]
-    glucose, unknown_code, matched, ignored, invalid = (e["response"] for e in answer["entry"])
+    glucose, battery, matched, ignored, invalid = (e["response"] for e in answer["entry"])
     assert glucose["location"].startswith("Observation/") and glucose["etag"] == 'W/"1"'
     assert glucose["location"].endswith("/_history/1") and "lastModified" in glucose
-    assert unknown_code["outcome"]["issue"][0]["details"]["coding"][0]["code"] == "unknown-code"
-    assert unknown_code["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    assert "location" not in battery
+    [note] = battery["outcome"]["issue"]
+    assert (note["severity"], note["expression"]) == ("information", ["Bundle.entry[1]"])
+    assert note["diagnostics"].startswith("device information (MDC 67996")
     assert matched["location"] == f"Patient/{await patient_id(sessions, PATIENT_A)}"
     assert "location" not in ignored
     assert "gateway's own device" in ignored["outcome"]["issue"][0]["diagnostics"]
@@ -361,10 +363,7 @@ async def test_a_batch_answers_each_entry_and_stores_the_good_ones(
     assert await _count(sessions, ObservationRow) == 1
     async with sessions() as session:
         rows = (await session.execute(select(Quarantine.item_label, Quarantine.reason_code))).all()
-    assert sorted(rows) == [
-        ("Bundle.entry[1]", "unknown-code"),
-        ("Bundle.entry[4]", "invalid-fhir"),
-    ]
+    assert rows == [("Bundle.entry[4]", "invalid-fhir")]
 
 
 async def test_a_transaction_is_stored_whole_and_a_resend_creates_nothing(
@@ -397,7 +396,8 @@ async def test_a_transaction_with_one_bad_entry_stores_nothing_but_the_message(
     client: httpx.AsyncClient, seeded: Seeded, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     document = _transaction(_minutes_ago(5))
-    document["entry"][4]["resource"]["code"]["coding"] = [{"system": MDC, "code": "67996"}]
+    # MDC_LEN_BODY_ACTUAL (body height): no measurement type of this service.
+    document["entry"][4]["resource"]["code"]["coding"] = [{"system": MDC, "code": "188752"}]
     outcome = _outcome(await _post(client, seeded, "/fhir", document), 422)
     [issue] = outcome["issue"]
     assert issue["expression"] == ["Bundle.entry[4]"]
@@ -410,6 +410,44 @@ async def test_a_transaction_with_one_bad_entry_stores_nothing_but_the_message(
     assert json.loads(raw.payload) == document
     assert row.raw_message_id == raw.id and row.item_index is None
     assert row.reason_code == "transaction-rejected" and "Bundle.entry[4]" in row.reason
+
+
+async def test_a_transaction_with_a_time_stamp_and_a_battery_level_is_stored(
+    client: httpx.AsyncClient, seeded: Seeded, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    when = _minutes_ago(5, offset_hours=1)
+    document = _example("transaction-with-time-stamp.json")
+    for entry in document["entry"][3:]:
+        resource = entry["resource"]
+        resource["effectiveDateTime"] = when
+        if "identifier" in resource:
+            resource["identifier"] = [{"value": f"{resource['identifier'][0]['value']}-{when}"}]
+            del entry["request"]["ifNoneExist"]
+    answer = _bundle(await _post(client, seeded, "/fhir", document), "transaction")
+    assert _statuses(answer) == ["200 OK"] * 4 + ["201 Created"] * 2 + ["200 OK"]
+    _, gateway, device, time_stamp, _, _, battery = (e["response"] for e in answer["entry"])
+    assert "location" not in gateway  # the time stamp's `device` is the gateway: not a claim
+    assert device["location"] == f"Device/{await _device_id(sessions, BP_MONITOR)}"
+    for response, code in ((time_stamp, "67975"), (battery, "67996")):
+        [note] = response["outcome"]["issue"]
+        assert "location" not in response and note["severity"] == "information"
+        assert note["diagnostics"].startswith(f"device information (MDC {code} ")
+    async with sessions() as session:
+        stored = sorted((await session.scalars(select(ObservationRow.type))).all())
+    assert stored == ["blood-pressure", "heart-rate"]
+    assert await _count(sessions, Quarantine) == 0
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+async def test_an_empty_bundle_is_answered_without_an_empty_entry_list(
+    client: httpx.AsyncClient, seeded: Seeded, kind: str
+) -> None:
+    for document in (
+        {"resourceType": "Bundle", "type": kind},
+        {"resourceType": "Bundle", "type": kind, "entry": []},
+    ):
+        answer = _bundle(await _post(client, seeded, "/fhir", document), kind)
+        assert "entry" not in answer and "[]" not in json.dumps(answer)
 
 
 async def test_an_unknown_patient_rejects_the_transaction_and_creates_no_patient(

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.api import hl7_ack
+from dho.api.gateway_io import Refusal
 from dho.db.models import ObservationRow, Patient, Quarantine, RawMessage
 from dho.ingest.plan import ItemResult, MessageResult
 from dho.settings import Settings
@@ -257,8 +258,45 @@ async def test_too_many_rows_get_ar_with_413(
         assert answer.status_code == 413
         ack = _ack(answer)
         assert str(ack.segment("MSA")[1]) == "AR"
-        assert "limit is 3" in str(_errs(ack)[0][7])
+        [err] = _errs(ack)
+        assert "limit is 3" in str(err[7]) and str(err[3]) == "104^Value too long^HL70357"
     assert await _quarantine(hl7_sessions) == [(None, "oversized", "too-many-measurements")]
+
+
+async def test_requests_refused_before_reading_get_an_ack_ar_with_their_status(
+    database_url: str, tmp_path: Path, hl7_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = base_settings(
+        tmp_path, database_url=database_url, http_port=free_port(), max_message_bytes=1024
+    )
+    seeded = await seed(hl7_sessions)
+    message = _example("blood-pressure")
+    async with running_service(settings) as base, httpx.AsyncClient(base_url=base) as client:
+        anonymous = await client.post(
+            "/ingest/ihe-pcd-01", content=message, headers={"Content-Type": ER7}
+        )
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == 'Bearer realm="dho"'
+        ack = _ack(anonymous)
+        # The body is not read before the key is checked: the ACK cannot echo MSH-10.
+        assert str(ack.segment("MSA")[1]) == "AR" and ack.extract_field("MSA", 1, 2) == ""
+        [err] = _errs(ack)
+        assert str(err[3]) == "207^Application internal error^HL70357"
+        assert str(err[5]) == "unauthorized^Unauthorized^99DHO"
+
+        too_large = await _post(client, seeded, message + b"NTE|1||" + b"x" * 1024 + b"\r")
+        assert too_large.status_code == 413
+        ack = _ack(too_large)
+        assert str(ack.segment("MSA")[1]) == "AR"
+        [err] = _errs(ack)
+        assert str(err[3]) == "104^Value too long^HL70357"
+        assert str(err[5]).startswith("too-large^") and "1024 bytes" in str(err[7])
+
+        # Other adapters keep problem JSON.
+        json_sender = await client.post("/ingest/dho-json", content=b"{}")
+        assert json_sender.status_code == 401
+        assert json_sender.headers["content-type"].startswith("application/problem+json")
+    assert await _count(hl7_sessions, RawMessage) == 0
 
 
 # ------------------------------------------------------------------ the ACK on its own
@@ -319,6 +357,31 @@ def test_ack_err_fields_and_swapped_header() -> None:
     assert first.extract_field(1, 7) == "pulse|300 of [national id]^x next"
     assert INGRID not in text and text.count("\r") == 4
     assert str(second[2]) == "OBX^5"
+
+
+@pytest.mark.parametrize(
+    ("refused", "hl7_code"),
+    [
+        (Refusal(503, "unavailable", "Not stored", "later", {"Retry-After": "5"}), 206),
+        (Refusal(429, "rate-limited", "Too many requests", "wait 3 s", {"Retry-After": "3"}), 207),
+        (Refusal(413, "too-large", "Message too large", "the limit is 1024 bytes"), 104),
+    ],
+)
+def test_a_refusal_after_reading_the_body_answers_its_msh(refused: Refusal, hl7_code: int) -> None:
+    payload = _example("blood-pressure")
+    answer = hl7_ack.refusal(refused, payload)
+    assert answer.status_code == refused.status and answer.media_type == ER7
+    assert answer.headers.get("retry-after") == refused.headers.get("Retry-After")
+    assert "www-authenticate" not in answer.headers
+    ack = hl7.parse(bytes(answer.body).decode())
+    assert (str(ack.segment("MSA")[1]), str(ack.segment("MSA")[2])) == (
+        "AR",
+        _control_id(payload),
+    )
+    [err] = _errs(ack)
+    assert str(err[3]).startswith(f"{hl7_code}^") and str(err[4]) == "E"
+    assert str(err[5]) == f"{refused.code}^{refused.title}^99DHO"
+    assert err.extract_field(1, 7) == refused.detail
 
 
 @pytest.mark.parametrize("payload", [b"garbage", b"MSH|", b"\xff\xfe", b""])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 
 from dho import jsonutil
 from dho.decoders.fhir import decode
+from dho.ingest.adapter_catalogue import load_adapters
 from dho.ingest.decoded import Decoded, DecodedItem, RegistryClaim
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
@@ -187,7 +190,7 @@ def test_the_type_comes_from_the_mdc_code_and_unit_or_else_loinc(
 @pytest.mark.parametrize(
     ("mdc", "unit", "loinc", "code", "fragment"),
     [
-        ("67996", "%", None, "unknown-code", "no measurement type has the MDC code 67996"),
+        ("188752", "cm", None, "unknown-code", "no measurement type has the MDC code 188752"),
         ("150456", "kg", None, "unit", "not known in the unit 'kg'"),
         ("150021", "mm[Hg]", None, "unknown-code", "systolic component of blood-pressure"),
         (None, "kg", "8867-4", "unit", "not accepted for heart-rate"),
@@ -218,7 +221,10 @@ def test_glucose_in_mg_per_dl_is_decoded_as_sent_and_normalised_to_mmol_per_l() 
     assert {"system": LOINC, "code": "14743-9"} in [
         {k: c[k] for k in ("system", "code")} for c in resource["code"]["coding"]
     ]
-    assert battery.error is not None and battery.error.code == "unknown-code"
+    assert battery.error is None and battery.measurement is None
+    assert (
+        battery.note == "device information (MDC 67996 MDC_ATTR_VAL_BATT_CHARGE): read, not stored"
+    )
 
 
 def test_weight_in_pounds_keeps_its_precision_and_becomes_kilograms() -> None:
@@ -526,6 +532,67 @@ def test_gateway_devices_are_notes_and_a_device_named_by_an_observation_is_a_cla
     items = _decode(document).items
     assert items[1].note is not None and items[1].claim is None  # named by nothing at all
     assert items[2].claim is not None  # the device and also "the gateway": the device wins
+
+
+def test_device_information_is_read_not_stored_and_names_no_device() -> None:
+    decoded = _decode(_example("transaction-with-time-stamp.json"))
+    patient, phg, phd, time_stamp, bp, pulse, battery = decoded.items
+    assert patient.claim is not None and phd.claim is not None
+    # The Coincident Time Stamp's `device` is the gateway: it stays the gateway, not a claim.
+    assert phg.claim is None and phg.note == "the gateway's own device: read, not stored"
+    assert time_stamp.note == "device information (MDC 67975 MDC_ATTR_TIME_ABS): read, not stored"
+    assert (
+        battery.note == "device information (MDC 67996 MDC_ATTR_VAL_BATT_CHARGE): read, not stored"
+    )
+    for item in (time_stamp, battery):
+        assert item.error is None and item.measurement is None and item.claim is None
+    assert bp.measurement is not None and bp.measurement.type == "blood-pressure"
+    assert pulse.measurement is not None and pulse.measurement.type == "heart-rate"
+
+
+def test_device_information_is_ignored_whatever_its_value_status_and_display() -> None:
+    time_stamp = numeric("67975", status="preliminary")
+    del time_stamp["valueQuantity"]
+    time_stamp["valueDateTime"] = "2026-11-24T08:15:58+01:00"
+    assert _one(time_stamp).note == "device information (MDC 67975): read, not stored"
+    power = numeric("67925")
+    power["code"]["coding"][0]["display"] = f"power of {INGRID}"  # not an MDC reference id
+    assert _one(power).note == "device information (MDC 67925): read, not stored"
+    broken = numeric("67996", status="done")  # device information must still be valid FHIR
+    assert _error(broken).code == "invalid-fhir"
+
+
+def test_the_ignore_list_is_the_adapters_data() -> None:
+    assert {"67975", "67996"} <= ADAPTER.ignore_codes
+    for code in ADAPTER.ignore_codes:  # device information is never a measurement type
+        assert code.isdigit() and not REFERENCE.types.knows_mdc(code), code
+    without = replace(ADAPTER, ignore_codes=frozenset())
+    payload = jsonutil.dumps(numeric("67996")).encode()
+    [item] = decode(payload, without, REFERENCE.context).items
+    assert item.error is not None and item.error.code == "unknown-code"
+    document = _example("transaction-with-time-stamp.json")
+    items = decode(jsonutil.dumps(document).encode(), without, REFERENCE.context).items
+    assert items[1].claim is not None  # named as the time stamp's device: a claim again
+
+
+def test_ignore_codes_need_coded_or_a_decoder(tmp_path: Path) -> None:
+    folder = tmp_path / "adapters"
+    folder.mkdir()
+    shutil.copy(ROOT / "adapters" / "adapter.schema.json", folder)
+    (folder / "plain-json.yaml").write_text(
+        "name: plain-json\ndescription: x\nformat: json\nitems: [$]\n"
+        "fields: {device_id: [id], time: [t], type: [k]}\nignore_codes: ['1']\n",
+        encoding="utf-8",
+    )
+    (folder / "with-decoder.yaml").write_text(
+        "name: with-decoder\ndescription: x\nformat: fhir\ndecoder: fhir\n"
+        "ignore_codes: ['67996']\n",
+        encoding="utf-8",
+    )
+    catalogue = load_adapters(folder)
+    assert catalogue.adapters["with-decoder"].ignore_codes == frozenset({"67996"})
+    assert set(catalogue.broken) == {"plain-json"}
+    assert "'coded' is a required property" in catalogue.broken["plain-json"]
 
 
 def test_an_observation_whose_device_is_a_patient_entry_is_refused() -> None:
