@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.api.deps import runtime, session
-from dho.api.gateway_io import Refusal, gateway_of, raw_message, read_body, submit
+from dho.api.gateway_io import (
+    Refusal,
+    gateway_of,
+    raw_message,
+    read_body,
+    rejection_status,
+    submit,
+)
 from dho.api.problems import FHIR_JSON, operation_outcome
 from dho.db.models import ObservationRow
 from dho.ingest.errors import DataError
@@ -218,7 +225,7 @@ def _time_notes(item: ItemResult) -> list[dict[str, Any]]:
 
 def _rejected(result: MessageResult) -> JSONResponse:
     """Nothing stored but the raw message and its quarantine row: one issue per failing entry."""
-    status = {"oversized": 413, "not-authorised": 403}.get(result.reason or "", 422)
+    status = rejection_status(result.reason)
     issues = [_item_issue(item) for item in result.items if item.status == "quarantined"]
     if not issues:
         code = _REASON_ISSUES.get(result.reason or "", "processing")

@@ -26,6 +26,11 @@ from dho.registry.gateways import authenticate
 RESEND = "send it again: re-sends are de-duplicated"
 
 
+def rejection_status(reason: str | None) -> int:
+    """The HTTP status of a message refused whole: too large, not authorised, or bad data."""
+    return {"oversized": 413, "not-authorised": 403}.get(reason or "", 422)
+
+
 @dataclass
 class Refusal(Exception):
     """An answer before anything was stored."""

@@ -19,7 +19,7 @@ from typing import Any
 import hl7
 from fastapi.responses import Response
 
-from dho.api.gateway_io import Refusal
+from dho.api.gateway_io import Refusal, rejection_status
 from dho.decoders.hl7v2_fields import HL7_ERRORS, components, er7_text, text
 from dho.ingest.adapter_catalogue import AdapterCatalogue
 from dho.ingest.errors import DataError
@@ -80,7 +80,6 @@ _OBX_FIELDS = {
     "device-not-registered-to-gateway": 18,
     "gateway-not-permitted": 18,
 }
-_HTTP_STATUS = {"oversized": 413, "not-authorised": 403}
 _OBX_LABEL = re.compile(r"OBX\[(\d+)\]")
 _NATIONAL_ID = re.compile(r"(?<!\d)\d{11}(?!\d)")
 _ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
@@ -117,7 +116,7 @@ def response(payload: bytes, result: MessageResult) -> Response:
     status = 200
     if result.status == "rejected" or result.not_authorised:
         code, errors = "AR", [_message_error(result)]
-        status = _HTTP_STATUS.get(errors[0].reason, 422)
+        status = rejection_status(errors[0].reason)
     else:
         errors = [_item_error(item) for item in result.items if item.status == "quarantined"]
         code = "AE" if errors else "AA"

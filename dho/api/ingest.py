@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho.api import hl7_ack
 from dho.api.deps import runtime, session
-from dho.api.gateway_io import Refusal, gateway_of, raw_message, read_body, submit
+from dho.api.gateway_io import (
+    Refusal,
+    gateway_of,
+    raw_message,
+    read_body,
+    rejection_status,
+    submit,
+)
 from dho.api.problems import problem
 from dho.ingest.plan import MessageResult
 from dho.ingest.receipts import receipt
@@ -27,6 +34,7 @@ async def ingest(
 ) -> Response:
     """Store a gateway's message and answer with a receipt per measurement."""
     rt = runtime(request)
+    body = b""  # read once the key, rate and adapter are right
     try:
         gateway = await gateway_of(request, db)
         if adapter not in rt.reference.adapters.names():
@@ -38,8 +46,7 @@ async def ingest(
         result = await submit(request, raw)
     except Refusal as refusal:
         if hl7_ack.answers_with_ack(rt.reference.adapters, adapter):
-            # `body` is bound only when the refusal came after the body was read (503).
-            return hl7_ack.refusal(refusal, locals().get("body", b""))
+            return hl7_ack.refusal(refusal, body)
         response = problem(refusal.status, refusal.code, refusal.title, refusal.detail)
         response.headers.update(refusal.headers)
         return response
@@ -56,7 +63,7 @@ def _answer(result: MessageResult) -> JSONResponse:
 
 def _rejected(result: MessageResult) -> JSONResponse:
     """The whole message quarantined: 413 too big, 403 not authorised, 422 otherwise."""
-    status = {"oversized": 413, "not-authorised": 403}.get(result.reason or "", 422)
+    status = rejection_status(result.reason)
     if result.status == "accepted":  # stored, but every item was refused as not authorised
         status, code, detail = 403, "not-authorised", result.items[0].detail or ""
     else:

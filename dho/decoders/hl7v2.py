@@ -35,10 +35,10 @@ from dho.ingest.adapter_catalogue import Adapter
 from dho.ingest.decoded import DecodeContext, Decoded, DecodedItem
 from dho.ingest.errors import DataError, Oversized, UnitError, Unparseable
 from dho.ingest.measurement import Measurement, Quantity, TimeFlag
+from dho.ingest.template import MAX_ID_LENGTH
 
 UNITS_FILE = "mdc-units.yaml"
 UNITS_SCHEMA = "mdc-units.schema.json"
-MAX_ID_LENGTH = 200
 _INFRA_PARTITION = 8  # MDC_PART_INFRA: device specialisations (MDC_DEV_SPEC_PROFILE_*)
 _WITHDRAWN = {"D": "deleted", "W": "posted in error", "X": "not obtained"}
 
