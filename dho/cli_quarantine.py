@@ -44,7 +44,7 @@ def quarantine_list(status: str, reason: str | None, gateway: str | None, limit:
         async with sessions() as session:
             found = await store.list_rows(session, wanted)
         return [
-            f"{q.id:>7}  {q.status:<9} {q.reason_class:<16} {q.reason_code:<24} "
+            f"{q.id:>7}  {q.status:<9} {q.reason_class:<16} {q.reason_code:<32} "
             f"{r.gateway_id}/{r.adapter} raw {r.id}"
             + (f" item {q.item_label or q.item_index}" if q.item_index is not None else "")
             + f"\n         {q.reason}"

@@ -155,9 +155,13 @@ def _check_resource_type(body: bytes, path: str, expected: str) -> None:
             400,
             "wrong-resource-type",
             "Wrong resource type",
-            f"POST {path} takes a{'n' if expected[0] in 'AEIOU' else ''} {expected}, "
-            f"not a {found[:64]}",
+            f"POST {path} takes {_article(expected)} {expected}, "
+            f"not {_article(found)} {found[:64]}",
         )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "AEIOU" else "a"
 
 
 async def _stored_observation(request: Request, db: AsyncSession, item: ItemResult) -> Response:

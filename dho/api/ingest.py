@@ -65,15 +65,18 @@ def _rejected(result: MessageResult) -> JSONResponse:
     """The whole message quarantined: 413 too big, 403 not authorised, 422 otherwise."""
     status = rejection_status(result.reason)
     if result.status == "accepted":  # stored, but every item was refused as not authorised
-        status, code, detail = 403, "not-authorised", result.items[0].detail or ""
+        status, problem_type = 403, "not-authorised"
+        reason_code, detail = result.items[0].reason_code, result.items[0].detail or ""
     else:
-        code, detail = result.reason_code or "invalid-data", result.detail or ""
+        problem_type = reason_code = result.reason_code or "invalid-data"
+        detail = result.detail or ""
     return problem(
         status,
-        code,
+        problem_type,
         "Message rejected",
         detail or "the message could not be processed",
         reason=result.reason or "not-authorised",
+        reason_code=reason_code,
         quarantined=True,
         raw_message_id=result.raw_message_id,
         measurements=receipt(result)["measurements"],

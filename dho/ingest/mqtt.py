@@ -174,7 +174,10 @@ class MqttListener:
         self._generation += 1
         self.connected = False
         self.subscribed = False
-        log.warning("MQTT disconnected (%s); reconnecting", reason)
+        if self._stopping.is_set():
+            log.info("MQTT disconnected (%s)", reason)
+        else:
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         """Runs in paho's thread: wait for room, then hand the message to the event loop."""

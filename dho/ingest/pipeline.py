@@ -292,11 +292,15 @@ def _all_or_nothing(plan: MessagePlan) -> None:
     assert first.error is not None
     error = DataError(
         f"transaction rejected: {len(failing)} of {len(plan.items)} entries cannot be stored; "
-        f"{first.label}: {first.error}",
+        f"{_labelled(first.label, str(first.error))}",
         code="transaction-rejected",
     )
     error.reason = first.error.reason
     plan.error = error
+
+
+def _labelled(label: str, text: str) -> str:
+    return text if text.startswith(label) else f"{label}: {text}"
 
 
 @dataclass(slots=True)

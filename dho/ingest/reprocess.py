@@ -192,7 +192,7 @@ async def _replay_chunk(
 
         raws = [(r.id, _message(r)) for r in stored]
         results = await _reprocess(pipeline, session, raws, keep, open_rows, by)
-        _count(report, results)
+        _count(report, results, narrowed=wanted is not None)
         report.quarantine_resolved += await _resolved(session, list(open_rows.values()))
         if dry_run:
             await transaction.rollback()
@@ -240,9 +240,12 @@ def _message(row: RawRow) -> RawMessage:
     )
 
 
-def _count(report: ReplayReport, results: list[MessageResult]) -> None:
-    report.messages += len(results)
+def _count(report: ReplayReport, results: list[MessageResult], *, narrowed: bool) -> None:
+    """Add a chunk's results; narrowed to a device, messages without its readings do not count."""
     for result in results:
+        if narrowed and not result.items:
+            continue
+        report.messages += 1
         if result.status == "rejected":
             report.items["message rejected"] += 1
         for item in result.items:

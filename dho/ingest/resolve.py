@@ -60,8 +60,8 @@ def resolve(
     """
     if m.effective > latest_valid:
         raise FromTheFuture(
-            f"measurement time {m.effective.isoformat()} is in the future "
-            f"(received {latest_valid.isoformat()} plus allowed skew): check the device clock"
+            f"measurement time {m.effective.isoformat()} is after {latest_valid.isoformat()}, "
+            "the receipt time plus the allowed clock skew: check the device clock"
         )
     device = snapshot.devices.get((m.device_system, m.device_id))
     if device is None:

@@ -70,6 +70,7 @@ async def test_too_many_measurements_too_fast_and_not_authorised(
         assert many.status_code == 413
         problem = many.json()
         assert problem["reason"] == "oversized" and problem["quarantined"] is True
+        assert problem["reason_code"] == "too-many-measurements"
         assert "limit is 5" in problem["detail"]
 
         forbidden = await client.post(
@@ -80,6 +81,8 @@ async def test_too_many_measurements_too_fast_and_not_authorised(
         assert forbidden.status_code == 403, forbidden.text
         body = forbidden.json()
         assert body["reason"] == "not-authorised"
+        assert body["reason_code"] == "device-not-registered-to-gateway"
+        assert body["type"].endswith("/not-authorised")
         assert [m["reason"] for m in body["measurements"]] == ["not-authorised"] * 2
 
         answers = [
