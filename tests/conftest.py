@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from dho.db import migrate
 from dho.db.base import Base
 from dho.db.engine import create_engine, session_factory
+from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -167,6 +168,12 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
+
+
+@pytest.fixture
+def pipeline(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Pipeline:
+    """The ingest pipeline on the test database, without a transport."""
+    return Pipeline(settings, sessions, ReferenceData.load(settings))
 
 
 # ---------------------------------------------------------------- MQTT

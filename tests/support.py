@@ -110,6 +110,14 @@ async def running_service(settings: Settings) -> AsyncIterator[str]:
         await task
 
 
+async def count_rows(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
+    """How many rows a table holds."""
+    from sqlalchemy import func, select
+
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
 async def wait_for(
     condition: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05
 ) -> Any:

@@ -13,18 +13,15 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.db.engine import create_engine, session_factory
 from dho.db.models import ObservationRow, ObservationVersion, RawMessage
 from dho.settings import Settings
 from tests.conftest import free_port
-from tests.support import OXIMETER, reading, seed
+from tests.support import OXIMETER, count_rows, reading, seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]
 
@@ -74,11 +71,6 @@ class Serve:
             self.proc.wait()
 
 
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 async def test_two_processes_store_each_reading_once(database_url: str, tmp_path: Path) -> None:
     engine = create_engine(Settings(_env_file=None, database_url=database_url))  # type: ignore[call-arg]
     sessions = session_factory(engine)
@@ -119,8 +111,8 @@ async def test_two_processes_store_each_reading_once(database_url: str, tmp_path
         assert sorted(a.status_code for a in enveloped) == [200] * 5 + [202]
         [accepted] = [a.json() for a in enveloped if a.status_code == 202]
         assert {m["status"] for m in accepted["measurements"]} == {"duplicate"}
-        assert await _count(sessions, ObservationRow) == 50
-        assert await _count(sessions, ObservationVersion) == 50
-        assert await _count(sessions, RawMessage) == 7  # six plain posts and one envelope
+        assert await count_rows(sessions, ObservationRow) == 50
+        assert await count_rows(sessions, ObservationVersion) == 50
+        assert await count_rows(sessions, RawMessage) == 7  # six plain posts and one envelope
     finally:
         await engine.dispose()

@@ -18,8 +18,7 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
 
 from dho.db.models import Alert, ObservationRow, Quarantine, RawMessage
 from dho.settings import Settings
@@ -29,6 +28,7 @@ from tests.support import (
     BP_MONITOR,
     Seeded,
     WebhookReceiver,
+    count_rows,
     running_service,
     seed,
     wait_for,
@@ -92,11 +92,6 @@ def _oslo() -> Any:
     return ZoneInfo("Europe/Oslo")
 
 
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 def _check_signature(headers: dict[str, str], body: bytes) -> None:
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp = lowered["x-dho-timestamp"]
@@ -154,7 +149,7 @@ async def test_blood_pressure_over_http_is_stored_alerted_and_delivered(
         payload = json.loads(delivered.body)
         assert payload["alert"]["severity"] == "red"
         assert payload["alert"]["observation"] == item["observation"]
-    assert await _count(sessions_for, Alert) == 1
+    assert await count_rows(sessions_for, Alert) == 1
 
 
 async def test_blood_pressure_over_mqtt_is_stored_alerted_and_delivered(
@@ -184,8 +179,8 @@ async def test_normal_value_stores_observation_without_alert(
         answer = await _post(client, seeded, blood_pressure(128, 82))
         assert answer.json()["measurements"][0]["status"] == "accepted"
         assert "alert" not in answer.json()["measurements"][0]
-    assert await _count(sessions_for, ObservationRow) == 1
-    assert await _count(sessions_for, Alert) == 0
+    assert await count_rows(sessions_for, ObservationRow) == 1
+    assert await count_rows(sessions_for, Alert) == 0
     assert webhook.received == []
 
 
@@ -205,7 +200,7 @@ async def test_unregistered_device_is_kept_in_quarantine(
         raw = await session.get(RawMessage, row.raw_message_id)
     assert row.reason_code == "unknown-device" and "AA-BB-CC-DD-EE-FF-00-11" in row.reason
     assert raw is not None and b"AA-BB-CC-DD-EE-FF-00-11" in raw.payload
-    assert await _count(sessions_for, ObservationRow) == 0
+    assert await count_rows(sessions_for, ObservationRow) == 0
 
 
 async def test_bad_input_gets_clear_answers_and_loses_nothing(
@@ -270,7 +265,7 @@ async def test_bad_input_gets_clear_answers_and_loses_nothing(
             (await session.execute(select(Quarantine.reason_class, Quarantine.reason_code))).all()
         )
     assert reasons == [("future", "future"), ("mapping-error", "unit"), ("unparseable", "decode")]
-    assert await _count(sessions_for, ObservationRow) == 2
+    assert await count_rows(sessions_for, ObservationRow) == 2
 
 
 async def test_resends_create_nothing_new_and_corrections_make_versions(
@@ -302,8 +297,8 @@ async def test_resends_create_nothing_new_and_corrections_make_versions(
             f"/fhir/{item['observation']}", headers={"If-None-Match": 'W/"2"'}
         )
         assert not_modified.status_code == 304
-    assert await _count(sessions_for, ObservationRow) == 2
-    assert await _count(sessions_for, RawMessage) == 4  # the duplicate envelope is not stored
+    assert await count_rows(sessions_for, ObservationRow) == 2
+    assert await count_rows(sessions_for, RawMessage) == 4  # the duplicate envelope is not stored
 
 
 async def test_health_and_readiness(stack_settings: Settings, sessions_for: Any) -> None:

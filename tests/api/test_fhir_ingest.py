@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fhirclient.models.bundle import Bundle as R4Bundle
 from fhirclient.models.operationoutcome import OperationOutcome as R4OperationOutcome
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.db.engine import create_engine, session_factory
@@ -33,7 +33,15 @@ from dho.registry.gateways import create_gateway
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
 from tests.fhir_checks import assert_valid_fhir_json
-from tests.support import PATIENT_A, PATIENT_B, Seeded, patient_id, running_service, seed
+from tests.support import (
+    PATIENT_A,
+    PATIENT_B,
+    Seeded,
+    count_rows,
+    patient_id,
+    running_service,
+    seed,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "adapters" / "examples" / "phd-fhir"
 EUI64 = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
@@ -113,11 +121,6 @@ async def _post(
     return await client.post(path, content=json.dumps(body), headers=_auth(seeded) | headers)
 
 
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 async def _device_id(sessions: async_sessionmaker[AsyncSession], value: str) -> str:
     async with sessions() as session:
         found = await session.scalar(select(Device.id).where(Device.identifier_value == value))
@@ -190,7 +193,7 @@ async def test_an_observation_is_created_resent_and_corrected(
     again = await _post(client, seeded, "/fhir/Observation", _bp(when))
     assert again.status_code == 200 and again.text == created.text
     assert again.headers["location"] == created.headers["location"]
-    assert await _count(sessions, ObservationRow) == 1
+    assert await count_rows(sessions, ObservationRow) == 1
 
     corrected = await _post(client, seeded, "/fhir/Observation", _bp(when, systolic=143))
     assert corrected.status_code == 200
@@ -198,7 +201,7 @@ async def test_an_observation_is_created_resent_and_corrected(
     assert corrected.headers["location"].endswith(f"/Observation/{oid}/_history/2")
     assert corrected.json()["status"] == "amended"
     assert (await client.get(f"/fhir/Observation/{oid}")).text == corrected.text
-    assert await _count(sessions, ObservationRow) == 1
+    assert await count_rows(sessions, ObservationRow) == 1
 
 
 async def test_a_weight_in_pounds_is_stored_in_kilograms(
@@ -223,7 +226,7 @@ async def test_an_idempotency_key_sent_again_is_a_duplicate_message(
     again = await _post(client, seeded, "/fhir/Observation", body, **{"Idempotency-Key": "k-1"})
     [issue] = _outcome(again, 200)["issue"]
     assert (issue["severity"], issue["code"]) == ("information", "duplicate")
-    assert await _count(sessions, RawMessage) == 1
+    assert await count_rows(sessions, RawMessage) == 1
     path = httpx.URL(first.headers["location"]).path.split("/_history")[0]
     stored = (await client.get(path)).json()
     assert stored["meta"]["versionId"] == "1"
@@ -249,7 +252,7 @@ async def test_a_quarantined_observation_is_an_operation_outcome(
     invalid["status"] = 7
     outcome = _outcome(await _post(client, seeded, "/fhir/Observation", invalid), 422)
     assert outcome["issue"][0]["details"]["coding"][0]["code"] == "invalid-fhir"
-    assert await _count(sessions, ObservationRow) == 0
+    assert await count_rows(sessions, ObservationRow) == 0
 
 
 async def test_a_gateway_not_serving_the_patient_is_forbidden(
@@ -268,7 +271,7 @@ async def test_a_gateway_not_serving_the_patient_is_forbidden(
     )
     outcome = _outcome(answer, 403)
     assert outcome["issue"][0]["code"] == "forbidden"
-    assert await _count(sessions, ObservationRow) == 0
+    assert await count_rows(sessions, ObservationRow) == 0
 
 
 async def test_requests_refused_before_anything_is_stored(
@@ -306,7 +309,7 @@ async def test_requests_refused_before_anything_is_stored(
     assert "takes an Observation" in _outcome(bundle_here, 400)["issue"][0]["diagnostics"]
     observation_there = await _post(client, seeded, "/fhir", _bp(_minutes_ago(2)))
     _outcome(observation_there, 400)
-    assert await _count(sessions, RawMessage) == 0
+    assert await count_rows(sessions, RawMessage) == 0
 
     charset = await client.post(
         "/fhir/Observation",
@@ -360,7 +363,7 @@ async def test_a_batch_answers_each_entry_and_stores_the_good_ones(
     )
     assert (LOINC, "14743-9") in {(c["system"], c["code"]) for c in read["code"]["coding"]}
     assert read["device"]["reference"] == f"Device/{await _device_id(sessions, GLUCOMETER)}"
-    assert await _count(sessions, ObservationRow) == 1
+    assert await count_rows(sessions, ObservationRow) == 1
     async with sessions() as session:
         rows = (await session.execute(select(Quarantine.item_label, Quarantine.reason_code))).all()
     assert rows == [("Bundle.entry[4]", "invalid-fhir")]
@@ -382,14 +385,14 @@ async def test_a_transaction_is_stored_whole_and_a_resend_creates_nothing(
         read = assert_valid_fhir_json((await client.get(f"/fhir/Observation/{oid}")).text)
         assert read["subject"]["reference"] == f"Patient/{ingrid}"
         assert read["effectiveDateTime"].endswith("+02:00")
-    assert await _count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, ObservationRow) == 2
 
     again = _bundle(await _post(client, seeded, "/fhir", document), "transaction")
     assert _statuses(again) == ["200 OK"] * 5
     assert [e["response"].get("location") for e in again["entry"]] == [
         e["response"].get("location") for e in answer["entry"]
     ]
-    assert await _count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, ObservationRow) == 2
 
 
 async def test_a_transaction_with_one_bad_entry_stores_nothing_but_the_message(
@@ -402,7 +405,7 @@ async def test_a_transaction_with_one_bad_entry_stores_nothing_but_the_message(
     [issue] = outcome["issue"]
     assert issue["expression"] == ["Bundle.entry[4]"]
     assert issue["details"]["coding"][0]["code"] == "unknown-code"
-    assert await _count(sessions, ObservationRow) == 0
+    assert await count_rows(sessions, ObservationRow) == 0
     async with sessions() as session:
         [raw] = (await session.scalars(select(RawMessage))).all()
         [row] = (await session.scalars(select(Quarantine))).all()
@@ -435,7 +438,7 @@ async def test_a_transaction_with_a_time_stamp_and_a_battery_level_is_stored(
     async with sessions() as session:
         stored = sorted((await session.scalars(select(ObservationRow.type))).all())
     assert stored == ["blood-pressure", "heart-rate"]
-    assert await _count(sessions, Quarantine) == 0
+    assert await count_rows(sessions, Quarantine) == 0
 
 
 @pytest.mark.parametrize("kind", ["batch", "transaction"])
@@ -453,7 +456,7 @@ async def test_an_empty_bundle_is_answered_without_an_empty_entry_list(
 async def test_an_unknown_patient_rejects_the_transaction_and_creates_no_patient(
     client: httpx.AsyncClient, seeded: Seeded, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    patients = await _count(sessions, Patient)
+    patients = await count_rows(sessions, Patient)
     document = _transaction(_minutes_ago(5))
     document["entry"][0]["resource"]["identifier"][0]["value"] = "01010112345"
     outcome = _outcome(await _post(client, seeded, "/fhir", document), 422)
@@ -466,8 +469,8 @@ async def test_an_unknown_patient_rejects_the_transaction_and_creates_no_patient
     ]
     assert issue["details"]["coding"][0]["code"] == "unknown-patient"
     assert "does not create registry entries" in issue["diagnostics"]
-    assert await _count(sessions, Patient) == patients
-    assert await _count(sessions, ObservationRow) == 0
+    assert await count_rows(sessions, Patient) == patients
+    assert await count_rows(sessions, ObservationRow) == 0
 
 
 async def test_a_patient_who_is_not_the_devices_patient_is_a_mismatch(
@@ -486,7 +489,7 @@ async def test_a_patient_who_is_not_the_devices_patient_is_a_mismatch(
     async with sessions() as session:
         codes = (await session.scalars(select(Quarantine.reason_code))).all()
     assert codes == ["patient-mismatch", "patient-mismatch"]
-    assert await _count(sessions, ObservationRow) == 0
+    assert await count_rows(sessions, ObservationRow) == 0
 
     document["type"] = "transaction"
     outcome = _outcome(await _post(client, seeded, "/fhir", document), 422)
@@ -507,5 +510,5 @@ async def test_a_bundle_sent_again_whole_is_a_duplicate_message(
     assert _statuses(again) == ["200 OK"] * 5
     issue = again["entry"][0]["response"]["outcome"]["issue"][0]
     assert (issue["severity"], issue["code"]) == ("information", "duplicate")
-    assert await _count(sessions, RawMessage) == 1
-    assert await _count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, RawMessage) == 1
+    assert await count_rows(sessions, ObservationRow) == 2

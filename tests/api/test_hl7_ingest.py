@@ -14,7 +14,7 @@ from typing import Any
 import hl7
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.api import hl7_ack
@@ -23,7 +23,7 @@ from dho.db.models import ObservationRow, Patient, Quarantine, RawMessage
 from dho.ingest.plan import ItemResult, MessageResult
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
-from tests.support import Seeded, running_service, seed
+from tests.support import Seeded, count_rows, running_service, seed
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "adapters" / "examples" / "ihe-pcd-01"
 ER7 = "x-application/hl7-v2+er7"
@@ -70,11 +70,6 @@ def _errs(ack: Any) -> list[Any]:
 
 def _control_id(payload: bytes) -> str:
     return str(hl7.parse(payload.decode()).segment("MSH")[10])
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 async def _observations(sessions: async_sessionmaker[AsyncSession]) -> dict[str, ObservationRow]:
@@ -135,7 +130,7 @@ async def test_examples_are_acknowledged_stored_and_resends_change_nothing(
             "heart-rate",
             "oxygen-saturation",
         ]
-        assert await _count(hl7_sessions, ObservationRow) == 6  # two heart rates
+        assert await count_rows(hl7_sessions, ObservationRow) == 6  # two heart rates
         ingrid = await _patient_id(hl7_sessions, INGRID)
         resources = {}
         for key, row in rows.items():
@@ -159,8 +154,8 @@ async def test_examples_are_acknowledged_stored_and_resends_change_nothing(
         assert again.status_code == 200
         msa = _ack(again).segment("MSA")
         assert (str(msa[1]), str(msa[2])) == ("AA", "GW00FF01-20261124081502-0001")
-    assert await _count(hl7_sessions, ObservationRow) == 6
-    assert await _count(hl7_sessions, RawMessage) == len(names)
+    assert await count_rows(hl7_sessions, ObservationRow) == 6
+    assert await count_rows(hl7_sessions, RawMessage) == len(names)
     assert await _quarantine(hl7_sessions) == []
 
 
@@ -203,7 +198,7 @@ async def test_refused_rows_get_ae_with_one_err_each_and_the_rest_is_stored(
         errs = _errs(_ack(await _post(client, seeded, stranger)))
         assert [str(e[2]) for e in errs] == ["OBX^2^18", "OBX^3^18"]
         assert {str(e[3]).split("^")[0] for e in errs} == {"204"}
-    assert await _count(hl7_sessions, ObservationRow) == 2
+    assert await count_rows(hl7_sessions, ObservationRow) == 2
     assert await _quarantine(hl7_sessions) == [
         ("OBX[4]", "mapping-error", "unknown-code"),
         ("OBX[2]", "mapping-error", "patient-mismatch"),
@@ -243,7 +238,7 @@ async def test_unreadable_messages_get_ar_and_are_quarantined(
         (None, "unparseable", "decode"),
         (None, "unparseable", "message-type"),
     ]
-    assert await _count(hl7_sessions, ObservationRow) == 2
+    assert await count_rows(hl7_sessions, ObservationRow) == 2
 
 
 async def test_too_many_rows_get_ar_with_413(
@@ -296,7 +291,7 @@ async def test_requests_refused_before_reading_get_an_ack_ar_with_their_status(
         json_sender = await client.post("/ingest/dho-json", content=b"{}")
         assert json_sender.status_code == 401
         assert json_sender.headers["content-type"].startswith("application/problem+json")
-    assert await _count(hl7_sessions, RawMessage) == 0
+    assert await count_rows(hl7_sessions, RawMessage) == 0
 
 
 # ------------------------------------------------------------------ the ACK on its own

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.db.engine import create_engine, session_factory
@@ -16,7 +16,7 @@ from dho.db.models import ObservationRow, Organization, Quarantine, RawMessage
 from dho.registry.gateways import create_gateway
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
-from tests.support import PATIENT_A, reading, register_device, running_service, seed
+from tests.support import PATIENT_A, count_rows, reading, register_device, running_service, seed
 
 ADMIN = "admin-token-for-tests-0123456789"
 NEW_DEVICE = "00-1C-05-FF-FE-0B-00-01"
@@ -40,11 +40,6 @@ async def db(limited: Settings) -> Any:
     engine = create_engine(limited)
     yield session_factory(engine)
     await engine.dispose()
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def _readings(n: int, device: str = "00-1C-05-FF-FE-01-00-02") -> list[dict[str, Any]]:
@@ -96,7 +91,7 @@ async def test_too_many_measurements_too_fast_and_not_authorised(
     async with db() as session:
         reasons = sorted((await session.scalars(select(Quarantine.reason_class))).all())
     assert reasons == ["not-authorised", "not-authorised", "oversized"]
-    stored = await _count(db, RawMessage)
+    stored = await count_rows(db, RawMessage)
     assert stored == 2 + len(answers) - len(limited_answers)  # a 429 stores nothing
 
 
@@ -145,4 +140,4 @@ async def test_the_quarantine_api_lists_shows_redrives_and_discards(
         twice = await client.post(f"/api/quarantine/{gone}/discard", json=body, headers=admin)
         assert twice.status_code == 409
         assert (await client.get("/api/quarantine")).json()["quarantine"] == []
-    assert await _count(db, ObservationRow) == 2
+    assert await count_rows(db, ObservationRow) == 2

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho import jsonutil
@@ -32,6 +32,7 @@ from tests.support import (
     PATIENT_A,
     PATIENT_B,
     blood_pressure,
+    count_rows,
     patient_id,
     raw_message,
     reading,
@@ -40,16 +41,6 @@ from tests.support import (
 )
 
 MOVED = "00-1C-05-FF-FE-09-00-01"
-
-
-@pytest.fixture
-def pipeline(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Pipeline:
-    return Pipeline(settings, sessions, ReferenceData.load(settings))
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 async def test_a_device_moved_between_patients_attributes_each_reading(
@@ -143,7 +134,7 @@ async def test_the_same_batch_three_times_and_a_correction(
     for again in (second, third):
         assert [i.status for i in again.items] == ["duplicate", "duplicate"]
         assert [i.observation_id for i in again.items] == [i.observation_id for i in first.items]
-    assert await _count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, ObservationRow) == 2
     corrected = (await pipeline.process([raw_message(blood_pressure(152, 95, when))]))[0]
     [item] = corrected.items
     assert item.status == "accepted" and item.amended and item.version_id == 2
@@ -153,7 +144,7 @@ async def test_the_same_batch_three_times_and_a_correction(
         versions = (await session.scalars(select(ObservationVersion.resource))).all()
     assert row is not None and jsonutil.loads(row.resource)["status"] == "amended"
     assert sorted(jsonutil.loads(v)["status"] for v in versions) == ["amended", "final", "final"]
-    assert await _count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, ObservationRow) == 2
     again = (await pipeline.process([raw_message(blood_pressure(152, 95, when))]))[0]
     assert again.items[0].status == "duplicate" and again.items[0].version_id == 2
 
@@ -183,8 +174,8 @@ async def test_two_service_processes_receiving_one_batch_store_it_once(
             await engine.dispose()
     statuses = sorted(i.status for [r] in results for i in r.items)
     assert statuses.count("accepted") == 20 and statuses.count("duplicate") == 60
-    assert await _count(sessions, ObservationRow) == 20
-    assert await _count(sessions, ObservationVersion) == 20
+    assert await count_rows(sessions, ObservationRow) == 20
+    assert await count_rows(sessions, ObservationVersion) == 20
 
 
 async def test_a_late_reading_is_stored_marked_and_raises_no_alert(
@@ -298,8 +289,10 @@ async def test_every_quarantine_reason_is_produced_and_keeps_the_raw_bytes(
         kept = sent[:OVERSIZED_KEPT_BYTES] if reason == "oversized" else sent
         assert raw.payload == kept, reason
         assert row.status == "open" and row.reason
-    assert len(by_reason["oversized"][1].payload) == OVERSIZED_KEPT_BYTES < settings.max_message_bytes
-    assert await _count(sessions, ObservationRow) == 0
+    assert (
+        len(by_reason["oversized"][1].payload) == OVERSIZED_KEPT_BYTES < settings.max_message_bytes
+    )
+    assert await count_rows(sessions, ObservationRow) == 0
 
 
 def _phd_pulse(device: str, when: datetime, value: int, identifier: str) -> Any:

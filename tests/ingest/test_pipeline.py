@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,7 +30,7 @@ from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.plan import MessagePlan, MessageResult
 from dho.settings import Settings
 from tests.conftest import base_settings, free_port
-from tests.support import blood_pressure, raw_message, seed
+from tests.support import blood_pressure, count_rows, raw_message, seed
 
 POISON_SYSTOLIC = 177
 
@@ -63,14 +63,9 @@ def minutes_ago(minutes: float) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=minutes)
 
 
-async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
 async def counts(sessions: async_sessionmaker[AsyncSession], *models: Any) -> list[int]:
     """Row counts of several tables, in the order given."""
-    return [await count(sessions, model) for model in models]
+    return [await count_rows(sessions, model) for model in models]
 
 
 async def stored_payloads(
@@ -116,7 +111,13 @@ async def test_unexpected_failure_quarantines_only_its_measurement(
 
     assert [r.status for r in results] == ["accepted"] * 5
     items = [r.items[0] for r in results]
-    assert [i.status for i in items] == ["accepted", "accepted", "quarantined", "accepted", "accepted"]
+    assert [i.status for i in items] == [
+        "accepted",
+        "accepted",
+        "quarantined",
+        "accepted",
+        "accepted",
+    ]
     assert items[2].reason == items[2].reason_code == "processing-error"
     assert items[2].detail is not None
     assert items[2].detail.startswith("unexpected RuntimeError while processing")
@@ -161,8 +162,8 @@ async def test_record_failing_on_a_poison_message_isolates_it(
     assert [r.items[0].status for i, r in enumerate(results) if i != 3] == ["accepted"] * 4
     # the failed batch left nothing behind; every message was stored exactly once
     assert await stored_payloads(sessions, results) == [r.payload for r in raws]
-    assert await count(sessions, RawMessage) == 5
-    assert await count(sessions, ObservationRow) == 4
+    assert await count_rows(sessions, RawMessage) == 5
+    assert await count_rows(sessions, ObservationRow) == 4
     async with sessions() as session:
         [quarantined] = (await session.scalars(select(Quarantine))).all()
     assert quarantined.raw_message_id == results[3].raw_message_id
@@ -214,13 +215,13 @@ async def test_message_id_resent_in_the_same_batch_is_a_duplicate(
     assert [r.status for r in results] == ["accepted", "duplicate", "accepted"]
     assert [r.message_id for r in results] == ["gw-msg-1", "gw-msg-1", "gw-msg-2"]
     assert results[1].raw_message_id is None and results[1].items == ()
-    assert await count(sessions, RawMessage) == 2
-    assert await count(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, RawMessage) == 2
+    assert await count_rows(sessions, ObservationRow) == 2
     assert fallbacks(caplog) == []  # recognised in the batch, not by the unique key
 
     [later] = await pipeline.process([bp(150, 90, when, message_id="gw-msg-1")])
     assert later.status == "duplicate"
-    assert await count(sessions, RawMessage) == 2
+    assert await count_rows(sessions, RawMessage) == 2
 
 
 # ---------------------------------------------------------------- concurrent writers
@@ -260,9 +261,9 @@ async def test_concurrent_writers_store_each_measurement_once(
         alerts = (await session.scalars(select(Alert.observation_id))).all()
     assert len(identities) == len(set(identities)) == 20
     assert len(alerts) == len(set(alerts)) == 20
-    assert await count(sessions, Quarantine) == 0
+    assert await count_rows(sessions, Quarantine) == 0
     if with_message_id:
-        assert await count(sessions, RawMessage) == 20
+        assert await count_rows(sessions, RawMessage) == 20
     # the writers really raced: at least one lost at the unique key and retried
     assert any("raced another writer" in m for m in fallbacks(caplog))
 
@@ -471,7 +472,7 @@ async def test_batcher_closes_batches_at_the_size_limit(
     assert await stored_payloads(sessions, results) == [m.payload for m in messages]
     assert batcher.stats.batches >= 3 and batcher.stats.messages == 50
     assert sum(sizes) == 50 and max(sizes) <= 20 and len(sizes) == batcher.stats.batches
-    assert await count(sessions, ObservationRow) == 50
+    assert await count_rows(sessions, ObservationRow) == 50
 
 
 async def test_a_reading_corrected_within_one_batch_is_one_observation_in_two_versions(

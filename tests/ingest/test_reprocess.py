@@ -6,9 +6,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,25 +23,15 @@ from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.reprocess import ReplayScope, redrive, replay
 from dho.registry.gateways import create_gateway
 from dho.settings import Settings
-from tests.support import PATIENT_A, ROOT, raw_message, reading, register_device, seed
+from tests.support import PATIENT_A, ROOT, count_rows, raw_message, reading, register_device, seed
 
 NEW_DEVICE = "00-1C-05-FF-FE-0A-00-01"
 KNOWN = "00-1C-05-FF-FE-01-00-02"
 
 
-@pytest.fixture
-def pipeline(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Pipeline:
-    return Pipeline(settings, sessions, ReferenceData.load(settings))
-
-
 async def _rows(sessions: async_sessionmaker[AsyncSession]) -> list[Quarantine]:
     async with sessions() as session:
         return list((await session.scalars(select(Quarantine).order_by(Quarantine.id))).all())
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 async def test_an_unknown_device_becomes_an_observation_after_registration(
@@ -72,12 +60,12 @@ async def test_an_unknown_device_becomes_an_observation_after_registration(
     assert done.resolution.startswith("Observation/")
     [after] = await _rows(sessions)
     assert after.resolved_by == "nurse" and after.resolved_at is not None and after.attempts == 2
-    assert await _count(sessions, ObservationRow) == 2
-    assert await _count(sessions, RawMessage) == 1  # the raw message is not stored again
+    assert await count_rows(sessions, ObservationRow) == 2
+    assert await count_rows(sessions, RawMessage) == 1  # the raw message is not stored again
 
     [again] = await redrive(pipeline, sessions, [row.id], "nurse")
     assert again.status == "redriven"  # not open any more: nothing done
-    assert await _count(sessions, ObservationVersion) == 2
+    assert await count_rows(sessions, ObservationVersion) == 2
 
 
 async def test_a_message_quarantined_whole_is_redriven_item_by_item(
@@ -104,7 +92,7 @@ async def test_a_message_quarantined_whole_is_redriven_item_by_item(
         (None, "redriven", "not-authorised"),
         (1, "open", "unknown-device"),
     ]
-    assert await _count(sessions, ObservationRow) == 1
+    assert await count_rows(sessions, ObservationRow) == 1
 
 
 async def test_discard_records_who_and_why_and_only_closes_open_rows(
@@ -152,14 +140,14 @@ async def test_replay_stores_nothing_twice_and_resolves_what_now_passes(
                 )
             ]
         )
-    assert await _count(sessions, ObservationRow) == 5
+    assert await count_rows(sessions, ObservationRow) == 5
     scope = ReplayScope(since=start - timedelta(minutes=1), until=datetime.now(UTC))
 
     report = await replay(pipeline, sessions, scope)
     assert report.messages == 5
     assert report.items["duplicate"] == 5 and report.items["quarantined"] == 5
     assert report.quarantine_resolved == 0
-    assert await _count(sessions, ObservationRow) == 5
+    assert await count_rows(sessions, ObservationRow) == 5
     assert all(r.attempts == 1 and r.status == "open" for r in await _rows(sessions))
 
     await register_device(sessions, NEW_DEVICE, [(PATIENT_A, start - timedelta(days=1), None)])
@@ -172,15 +160,15 @@ async def test_replay_stores_nothing_twice_and_resolves_what_now_passes(
     assert (
         dry.items["accepted"] == 5 and dry.quarantine_resolved == 5 and dry.items["duplicate"] == 0
     )
-    assert await _count(sessions, ObservationRow) == 5  # a dry run stores nothing
+    assert await count_rows(sessions, ObservationRow) == 5  # a dry run stores nothing
 
     real = await replay(pipeline, sessions, only_new)
     assert real.items["accepted"] == 5 and real.quarantine_resolved == 5
-    assert await _count(sessions, ObservationRow) == 10
+    assert await count_rows(sessions, ObservationRow) == 10
     assert {r.status for r in await _rows(sessions)} == {"redriven"}
-    assert await _count(sessions, RawMessage) == 5
+    assert await count_rows(sessions, RawMessage) == 5
     again = await replay(pipeline, sessions, scope)
-    assert again.items["duplicate"] == 10 and await _count(sessions, ObservationRow) == 10
+    assert again.items["duplicate"] == 10 and await count_rows(sessions, ObservationRow) == 10
 
 
 async def test_replay_of_one_device_leaves_a_whole_message_row_open(
