@@ -107,7 +107,7 @@ def decode(payload: bytes, adapter: Adapter, ctx: DecodeContext) -> Decoded:
     slots: list[DecodedItem | _Panel] = []
     panels: dict[tuple[int, tuple[str, ...], str], _Panel] = {}
     for row in metrics:
-        _place(row, parsed, units, ctx, slots, panels)
+        _place(row, parsed, units, ctx, slots, panels, adapter.ignore_codes)
     items = tuple(_panel_item(s, ctx) if isinstance(s, _Panel) else s for s in slots)
     return Decoded(message_id, items)
 
@@ -199,6 +199,7 @@ def _place(
     ctx: DecodeContext,
     slots: list[DecodedItem | _Panel],
     panels: dict[tuple[int, tuple[str, ...], str], _Panel],
+    ignored: frozenset[str],
 ) -> None:
     """Put one metric row's item, or its part of a panel, in its place among the items."""
     status = text(row.segment, 11).upper()
@@ -208,6 +209,10 @@ def _place(
         return
     if value_type not in ("NM", ""):
         slots.append(DecodedItem(row.label, note=f"OBX-2 {value_type}: not a numeric reading"))
+        return
+    code = _mdc_code(row.segment)
+    if code in ignored:
+        slots.append(DecodedItem(row.label, note=f"device information (MDC {code}): not stored"))
         return
     header = parsed.headers.get(row.parent)
     try:

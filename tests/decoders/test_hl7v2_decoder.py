@@ -462,3 +462,16 @@ def test_a_broken_unit_table_is_refused_when_loaded(tmp_path: Path) -> None:
     (fhir / "mdc-units.yaml").write_text('units:\n  "266016": {refid: MMHG, ucum: "mm[Hg]"}\n')
     with pytest.raises(CatalogueError, match="refid"):
         decoded(message(pulse()), replace(CTX, fhir_dir=fhir))
+
+
+def test_device_information_rows_are_read_not_stored() -> None:
+    """A battery row from the MDS is not a measurement and is no error either."""
+    battery = obx(
+        2, "67996^MDC_ATTR_VAL_BATT_CHARGE^MDC", "1.0.0.9", "86", "262688^MDC_DIM_PERCENT^MDC"
+    )
+    result = decoded(message(battery, pulse(n=3)))
+    first, second = result.items
+    assert first.error is None and first.measurement is None
+    assert first.note is not None and "67996" in first.note
+    assert second.measurement is not None and second.measurement.type == "heart-rate"
+    assert "67996" in ADAPTER.ignore_codes
