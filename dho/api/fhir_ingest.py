@@ -31,8 +31,8 @@ from dho.api.problems import FHIR_JSON, operation_outcome
 from dho.db.models import ObservationRow
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import RawMessage
+from dho.ingest.payload import parse_json
 from dho.ingest.plan import ItemResult, MessageResult
-from dho.ingest.template import parse_json
 
 router = APIRouter(prefix="/fhir", tags=["fhir-ingest"])
 

@@ -23,7 +23,7 @@ from dho.decoders.fhir_observation import observation_item
 from dho.ingest.adapter_catalogue import Adapter
 from dho.ingest.decoded import DecodeContext, Decoded, DecodedItem
 from dho.ingest.errors import DataError, Oversized, Unparseable
-from dho.ingest.template import MAX_ID_LENGTH, parse_json
+from dho.ingest.payload import MAX_ID_LENGTH, parse_json
 
 BUNDLE_TYPES = ("batch", "transaction")
 METHODS = ("POST", "PUT")

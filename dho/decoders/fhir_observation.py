@@ -20,7 +20,7 @@ from dho.decoders.fhir_entries import (
 from dho.ingest.decoded import DecodeContext, DecodedItem
 from dho.ingest.errors import DataError, UnitError, Unparseable
 from dho.ingest.measurement import Measurement, Quantity, TimeFlag
-from dho.ingest.template import number
+from dho.ingest.payload import number
 from dho.ingest.times import parse_iso
 
 # A preliminary reading is not one the service can judge or keep as final: refused.

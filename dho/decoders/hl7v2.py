@@ -35,7 +35,7 @@ from dho.ingest.adapter_catalogue import Adapter
 from dho.ingest.decoded import DecodeContext, Decoded, DecodedItem
 from dho.ingest.errors import DataError, Oversized, UnitError, Unparseable
 from dho.ingest.measurement import Measurement, Quantity, TimeFlag
-from dho.ingest.template import MAX_ID_LENGTH
+from dho.ingest.payload import MAX_ID_LENGTH
 
 UNITS_FILE = "mdc-units.yaml"
 UNITS_SCHEMA = "mdc-units.schema.json"

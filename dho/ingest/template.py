@@ -10,20 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal, DecimalException
+from decimal import DecimalException
 from typing import Any
 
-from dho import jsonutil
 from dho.ingest.adapter_catalogue import Adapter, find, first
 from dho.ingest.decoded import DecodeContext, Decoded, DecodedItem
 from dho.ingest.errors import DataError, Oversized, UnitError, Unparseable
 from dho.ingest.identifiers import canonical_device
 from dho.ingest.measurement import Measurement, Quantity, TimeFlag
+from dho.ingest.payload import MAX_ID_LENGTH, number, parse_json
 from dho.ingest.times import from_epoch, parse_iso, zone_named
 
-MAX_ID_LENGTH = 200
 MAX_TYPE_LENGTH = 64
-MAX_DEPTH = 64
 
 
 def decode_json(payload: bytes, adapter: Adapter, ctx: DecodeContext) -> Decoded:
@@ -41,17 +39,6 @@ def decode_json(payload: bytes, adapter: Adapter, ctx: DecodeContext) -> Decoded
     return Decoded(message_id, tuple(decoded))
 
 
-def parse_json(payload: bytes) -> Any:
-    """The payload as JSON with exact decimals; Unparseable when it is not JSON."""
-    depth = _nesting_depth(payload)
-    if depth > MAX_DEPTH:
-        raise Unparseable(f"JSON nested deeper than {MAX_DEPTH} levels")
-    try:
-        return jsonutil.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise Unparseable(f"payload is not valid JSON: {exc}") from exc
-
-
 def message_id_at(document: Any, adapter: Adapter) -> str | None:
     """The message id at the adapter's `message_id` paths (string or integer), if any."""
     if not adapter.message_id:
@@ -65,28 +52,6 @@ def message_id_at(document: Any, adapter: Adapter) -> str | None:
     if not 0 < len(text) <= MAX_ID_LENGTH:
         raise Unparseable(f"message_id must be 1 to {MAX_ID_LENGTH} characters")
     return text
-
-
-def _nesting_depth(payload: bytes) -> int:
-    """The deepest bracket nesting, counted outside strings, without parsing."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in payload:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
 
 
 def _items(document: Any, adapter: Adapter, max_items: int) -> list[Any]:
@@ -229,16 +194,6 @@ def _coded_quantity(entry: Any, unit: str | None, where: str, adapter: Adapter) 
 def quantity_of(value: Any, unit: Any, where: str, adapter: Adapter) -> Quantity:
     """A JSON number with its unit, the unit spelled as UCUM through the adapter's `units`."""
     return Quantity(number(value, f"{where}: value"), _unit(unit, where, adapter))
-
-
-def number(value: Any, what: str) -> Decimal:
-    """A JSON number as an exact Decimal; booleans, strings and null are refused."""
-    if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        raise Unparseable(f"{what} must be a number")
-    try:
-        return Decimal(value)
-    except ValueError as exc:  # an integer too long to convert
-        raise Unparseable(f"{what} is too long a number") from exc
 
 
 def _unit(unit: Any, where: str, adapter: Adapter) -> str:
