@@ -24,7 +24,8 @@ from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement, Quantity, RawMessage
 from dho.ingest.normalise import normalise
 from dho.ingest.pipeline import ReferenceData
-from dho.ingest.to_fhir import fhir_datetime, to_fhir
+from dho.ingest.times import fhir_datetime
+from dho.ingest.to_fhir import to_fhir
 
 EXPECTED_SUFFIX = ".expected.yaml"
 EXAMPLES_DIR = "examples"

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.catalogue import Catalogue, load_catalogue
 from dho.ingest.accept import accept
 from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
+from dho.ingest.claims import resolve_claim
 from dho.ingest.context import ExistingState, load_existing, load_gateways, load_registry
 from dho.ingest.decode import decode
 from dho.ingest.decoded import DecodeContext, DecodedItem
@@ -30,7 +31,7 @@ from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalis
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
 from dho.ingest.record import DeliveryTarget, record
 from dho.ingest.record_quarantine import QuarantineKey
-from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve, resolve_claim
+from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve
 from dho.ingest.to_fhir import to_fhir
 from dho.rules.evaluate import evaluate
 from dho.rules.thresholds import Thresholds, load_thresholds

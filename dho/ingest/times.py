@@ -82,3 +82,26 @@ def _in_range(moment: datetime, what: str) -> datetime:
     if not EARLIEST <= moment < LATEST:
         raise Unparseable(f"{what} is not between {EARLIEST.year} and {LATEST.year}")
     return moment
+
+
+def fhir_datetime(moment: datetime) -> str:
+    """FHIR dateTime with the device's own offset; fractions only when non-zero."""
+    offset = moment.utcoffset()
+    if offset is None or offset % timedelta(minutes=1):
+        raise Unparseable(f"effective time {moment.isoformat()} has no usable UTC offset")
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    if moment.microsecond % 1000:
+        text += f".{moment.microsecond:06d}"
+    elif moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + _offset(offset)
+
+
+def _offset(offset: timedelta) -> str:
+    minutes = offset // timedelta(minutes=1)
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"

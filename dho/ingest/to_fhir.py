@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from dho.catalogue import UCUM, Catalogue, Coding, MeasurementType, UnitSpec
-from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement, Quantity
+from dho.ingest.times import fhir_datetime
 
 # uuid5(NAMESPACE_URL, "urn:dho:observation"). Never change it: stored Observation ids and
 # identifiers derive from it, and re-sent readings are recognised by them.
@@ -117,26 +117,3 @@ def _components(m: Measurement, mtype: MeasurementType) -> list[dict[str, Any]]:
         for c in mtype.components
         if c.key in m.components
     ]
-
-
-def fhir_datetime(moment: datetime) -> str:
-    """FHIR dateTime with the device's own offset; fractions only when non-zero."""
-    offset = moment.utcoffset()
-    if offset is None or offset % timedelta(minutes=1):
-        raise DataError(f"effective time {moment.isoformat()} has no usable UTC offset")
-    text = (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
-        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
-    )
-    if moment.microsecond % 1000:
-        text += f".{moment.microsecond:06d}"
-    elif moment.microsecond:
-        text += f".{moment.microsecond // 1000:03d}"
-    return text + _offset(offset)
-
-
-def _offset(offset: timedelta) -> str:
-    minutes = offset // timedelta(minutes=1)
-    sign = "-" if minutes < 0 else "+"
-    hours, mins = divmod(abs(minutes), 60)
-    return f"{sign}{hours:02d}:{mins:02d}"
