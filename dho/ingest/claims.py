@@ -29,7 +29,7 @@ def resolve_claim(claim: RegistryClaim, snapshot: RegistrySnapshot, gateway: Gat
                 return f"Device/{device.id}"
         if claim.resource_type == "Patient" and key in snapshot.patients:
             patient_id = snapshot.patients[key]
-            if gateway.organizations & snapshot.patient_organizations.get(patient_id, set()):
+            if _may_send_for_patient(patient_id, snapshot, gateway):
                 return f"Patient/{patient_id}"
     shown = ", ".join(f"{s}|{v}" for s, v in keys) or "no identifier"
     code = "unknown-patient" if claim.resource_type == "Patient" else "unknown-device"
@@ -37,6 +37,17 @@ def resolve_claim(claim: RegistryClaim, snapshot: RegistrySnapshot, gateway: Gat
         f"{claim.resource_type} ({shown}) is not registered for this gateway; this service "
         "does not create registry entries from device data",
         code=code,
+    )
+
+
+def _may_send_for_patient(patient_id: str, snapshot: RegistrySnapshot, gateway: Gateway) -> bool:
+    """The gateway serves the patient's care team, or owns a device the patient uses."""
+    if gateway.organizations & snapshot.patient_organizations.get(patient_id, set()):
+        return True
+    return any(
+        device.owner_organization_id in gateway.organizations
+        and any(a.patient_id == patient_id for a in snapshot.assignments.get(device.id, []))
+        for device in snapshot.devices.values()
     )
 
 

@@ -258,9 +258,12 @@ class Pipeline:
         latest_valid = raw.received_at + timedelta(seconds=settings.clock_skew_max_s)
         resolved = resolve(source.measurement, snapshot, gateway, latest_valid)
         normalised = normalise(resolved.measurement, reference.types, reference.limits)
-        # A reading re-processed now is as old as it is now, not as it was when it came in.
-        becomes_data = datetime.now(UTC) if plan.raw_id is not None else raw.received_at
-        item.late = becomes_data - normalised.effective > timedelta(seconds=settings.late_after_s)
+        late_after = timedelta(seconds=settings.late_after_s)
+        item.late = raw.received_at - normalised.effective > late_after
+        # Re-processed now, a reading is as old as it is now for alerting, not as it was.
+        stale_now = (
+            plan.raw_id is not None and datetime.now(UTC) - normalised.effective > late_after
+        )
         item.resolved = Resolved(normalised, resolved.device_id, resolved.patient_id)
         item.observation = to_fhir(
             normalised,
@@ -271,7 +274,8 @@ class Pipeline:
             late=item.late,
         )
         # Late readings feed trends but raise no acute alert.
-        item.decisions = [] if item.late else evaluate(normalised, reference.thresholds)
+        quiet = item.late or stale_now
+        item.decisions = [] if quiet else evaluate(normalised, reference.thresholds)
 
 
 def _keep(decoded: _Decoded, raw_id: int, keep: Keep) -> None:

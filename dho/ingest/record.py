@@ -36,6 +36,9 @@ from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult
 from dho.ingest.record_quarantine import QuarantineBook
 from dho.rules.evaluate import Decision
 
+# How far apart the device times of one re-sent reading (same sender identifier) may be.
+SAME_READING_WINDOW_MS = 5 * 60 * 1000
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryTarget:
@@ -124,7 +127,7 @@ def _uses_message_id(plan: MessagePlan) -> bool:
     Rejected whole, or every item refused: the gateway may send it again, fixed, under the
     same id (after the device is registered, say).
     """
-    return plan.error is None and any(item.error is None for item in plan.items)
+    return plan.error is None and any(item.observation is not None for item in plan.items)
 
 
 async def _insert_raw(session: AsyncSession, plans: list[MessagePlan]) -> list[int]:
@@ -262,14 +265,19 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
 
 
 def _same_reading(batch: _Batch, m: Measurement, digest: str) -> StoredObservation | None:
-    """A stored reading the sender's identifier says this one repeats: same device and type,
-    same value (its device time may be written differently). Never a correction: senders'
-    identifiers are not unique across devices."""
+    """A stored reading the sender's identifier says this one repeats: same device, type and
+    value, its time within a few minutes (a re-sent reading whose time the gateway wrote
+    again after a clock sync). Never a correction: senders' identifiers are not unique."""
     if m.source_key is None:
         return None
-    series = m.identity.rsplit("|", 1)[0]
+    series, millis = m.identity.rsplit("|", 1)
     for stored in batch.existing.by_source_identifier.get(m.source_key, ()):
-        if stored.identity.rsplit("|", 1)[0] == series and stored.value_digest == digest:
+        stored_series, stored_millis = stored.identity.rsplit("|", 1)
+        if (
+            stored_series == series
+            and stored.value_digest == digest
+            and abs(int(stored_millis) - int(millis)) <= SAME_READING_WINDOW_MS
+        ):
             return stored
     return None
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -143,8 +143,34 @@ async def _redrive_chunk(
                 item.label == label or item.label.startswith(label + ".") for label in labels
             )
 
+        attempts = {row.id: row.attempts for row in rows}
         raws = await _raw_messages(session, sorted(chosen))
         await _reprocess(pipeline, session, raws, keep, open_rows, by)
+        await _note_empty_places(session, attempts, {r.id: row_label(r) for r in rows})
+
+
+async def _note_empty_places(
+    session: AsyncSession, attempts: dict[int, int], labels: dict[int, str | None]
+) -> None:
+    """A row whose place in the message yields nothing now stays open, and says so.
+
+    That happens when the adapter now skips what failed there, or reads it as part of an
+    item at another place: the operator checks and discards the row.
+    """
+    for row_id, before in attempts.items():
+        await session.execute(
+            update(Quarantine)
+            .where(
+                Quarantine.id == row_id,
+                Quarantine.status == "open",
+                Quarantine.attempts == before,
+            )
+            .values(
+                attempts=before + 1,
+                reason=f"re-driven: the message has no item at {labels[row_id]} any more "
+                "(the adapter now reads it differently); discard the row if that is right",
+            )
+        )
 
 
 async def _replay_chunk(

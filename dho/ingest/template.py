@@ -142,6 +142,8 @@ def _coded(
         try:
             code = _code(entry, coded.code, where)
             if code in adapter.ignore_codes:
+                note = f"code {code}: not a measurement this service keeps"
+                out.append(DecodedItem(where, note=note))
                 continue
             target = adapter.codes.get(code)
             if target is None:

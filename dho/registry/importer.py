@@ -33,13 +33,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
+from dho.db.models import Device
 from dho.registry.bundle import (
     BUNDLE_TYPES,
     NAMESPACE,
     RESOURCE_TYPES,
+    Entry,
     RegistryImportError,
     read_entries,
 )
@@ -92,6 +95,20 @@ async def load_bundle_file(
     return await import_bundle(session, bundle, allow_synthetic=allow_synthetic)
 
 
+async def _keep_registered_id(session: AsyncSession, entry: Entry) -> None:
+    """A device registered before under its identifier keeps its id (ids of earlier imports
+    were made from the identifier as then spelled; 0003 respelled the identifiers)."""
+    columns = entry.columns
+    found = await session.scalar(
+        select(Device.id).where(
+            Device.identifier_system == columns["identifier_system"],
+            Device.identifier_value == columns["identifier_value"],
+        )
+    )
+    if found is not None:
+        entry.id = found
+
+
 async def import_bundle(
     session: AsyncSession, bundle: dict[str, Any], *, allow_synthetic: bool
 ) -> ImportReport:
@@ -105,6 +122,7 @@ async def import_bundle(
             plan_patient(entry, allow_synthetic)
         elif entry.type == "Device":
             plan_device(entry)
+            await _keep_registered_id(session, entry)
         else:
             continue
         refs.add(entry)

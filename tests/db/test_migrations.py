@@ -94,3 +94,15 @@ async def test_0003_spells_device_identifiers_as_the_decoders_do(
         identity = await conn.scalar(text("SELECT identity FROM observation"))
     assert values == {"d-1": "00-1C-05-FF-FE-0A-00-01", "d-2": "not-an-eui64"}
     assert identity == f"{system}|00-1C-05-FF-FE-0A-00-01|heart-rate|1795500000000"
+    # Imported again, in its old spelling: the same device, with its old id.
+    from datetime import UTC, datetime
+
+    from dho.db.engine import session_factory
+    from tests.support import PATIENT_A, register_device
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    await register_device(session_factory(engine), "001c05fffe0a0001", [(PATIENT_A, when, None)])
+    async with engine.connect() as conn:
+        devices = (await conn.execute(text("SELECT id FROM device ORDER BY id"))).scalars().all()
+        assigned = await conn.scalar(text("SELECT device_id FROM device_assignment"))
+    assert devices == ["d-1", "d-2"] and assigned == "d-1"

@@ -411,3 +411,21 @@ async def test_a_gateway_cannot_probe_the_registry_with_claims(
     [refused] = other.items
     assert (refused.status, refused.reason_code) == ("quarantined", "unknown-patient")
     assert a not in (refused.detail or "")
+
+
+async def test_a_later_reading_with_the_same_value_and_identifier_is_stored(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Numbered per upload, "1" half an hour apart: two readings, not one re-sent."""
+    await seed(sessions)
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    device = "00-1C-05-FF-FE-01-00-01"
+    first, later = await pipeline.process(
+        [
+            _phd_pulse(device, when, 70, "1"),
+            _phd_pulse(device, when + timedelta(minutes=30), 70, "1"),
+        ]
+    )
+    assert first.items[0].status == later.items[0].status == "accepted"
+    assert first.items[0].observation_id != later.items[0].observation_id
+    assert await count_rows(sessions, ObservationRow) == 2

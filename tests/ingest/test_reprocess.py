@@ -255,7 +255,7 @@ async def test_a_replay_does_not_undo_a_later_correction(
     assert sorted(versions) == [1, 2] and '"value":72' in row.resource
 
 
-async def test_an_old_reading_redriven_now_is_late_and_raises_no_alert(
+async def test_an_old_reading_redriven_now_raises_no_alert(
     pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     """Quarantined when it was fresh, re-driven days later: trend data, not an acute alert."""
@@ -273,4 +273,28 @@ async def test_an_old_reading_redriven_now_is_late_and_raises_no_alert(
     async with sessions() as session:
         [stored] = (await session.scalars(select(ObservationRow))).all()
         alerts = await session.scalar(select(func.count()).select_from(Alert))
-    assert stored.late and alerts == 0
+    assert alerts == 0
+    assert not stored.late  # it came in on time; only alerting judges it by its age now
+
+
+async def test_a_place_that_yields_nothing_now_stays_open_and_says_why(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    await seed(sessions)
+    payload = (ROOT / "adapters" / "examples" / "withings" / "shared-scale.json").read_bytes()
+    message = replace(
+        raw_message({}), payload=payload, adapter="withings", topic="/ingest/withings"
+    )
+    pipeline = Pipeline(settings, sessions, ReferenceData.load(settings))
+    await pipeline.process([message])
+    [unknown] = [r for r in await _rows(sessions) if r.reason_code == "unknown-code"]
+    folder = tmp_path / "adapters"
+    shutil.copytree(ROOT / "adapters", folder)
+    adapter = folder / "withings.yaml"
+    adapter.write_text(
+        adapter.read_text().replace('ignore_codes: ["5",', 'ignore_codes: ["300", "5",')
+    )
+    fixed = ReferenceData.load(settings.model_copy(update={"adapters_dir": folder}))
+    [outcome] = await redrive(Pipeline(settings, sessions, fixed), sessions, [unknown.id], "ola")
+    assert outcome.status == "redriven"  # code 300 is now read as device information
+    assert outcome.resolution == "code 300: not a measurement this service keeps"
