@@ -429,3 +429,54 @@ async def test_a_later_reading_with_the_same_value_and_identifier_is_stored(
     assert first.items[0].status == later.items[0].status == "accepted"
     assert first.items[0].observation_id != later.items[0].observation_id
     assert await count_rows(sessions, ObservationRow) == 2
+
+
+async def test_the_owner_of_a_device_may_name_the_devices_patient(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A gateway of the device's owner sends a PHD batch naming the patient: matched."""
+    from dho.ingest.measurement import RawMessage as Raw
+
+    await seed(sessions)
+    a = await patient_id(sessions, PATIENT_A)
+    async with sessions() as session, session.begin():
+        caring = set(
+            await session.scalars(
+                select(CareTeamMember.organization_id)
+                .join(CareTeam, CareTeam.id == CareTeamMember.care_team_id)
+                .where(CareTeam.patient_id == a)
+            )
+        )
+        [owner, *_] = sorted(set(await session.scalars(select(Organization.id))) - caring)
+        await create_gateway(session, "owner-hub", "The owner's hub", [owner])
+    since = datetime.now(UTC) - timedelta(days=1)
+    await register_device(sessions, MOVED, [(PATIENT_A, since, None)], owner=owner)
+    pulse = jsonutil.loads(
+        _phd_pulse(MOVED, datetime.now(UTC) - timedelta(minutes=2), 66, "x").payload
+    )
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": PATIENT_A}],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:5d0b1c3e-0000-4000-8000-000000000001",
+                "resource": patient,
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:5d0b1c3e-0000-4000-8000-000000000002",
+                "resource": pulse,
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    raw = Raw(
+        jsonutil.dumps(bundle).encode(), "http", "/fhir", "owner-hub", "phd-fhir", datetime.now(UTC)
+    )
+    [result] = await pipeline.process([raw])
+    assert [i.status for i in result.items] == ["matched", "accepted"]
+    assert result.items[0].reference == f"Patient/{a}"
