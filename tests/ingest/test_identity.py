@@ -380,17 +380,9 @@ async def test_a_gateway_cannot_probe_the_registry_with_claims(
 
     await seed(sessions)
     a = await patient_id(sessions, PATIENT_A)
+    [outsider, *_] = await _outside_the_care_of(sessions, a)
     async with sessions() as session, session.begin():
-        caring = set(
-            await session.scalars(
-                select(CareTeamMember.organization_id)
-                .join(CareTeam, CareTeam.id == CareTeamMember.care_team_id)
-                .where(CareTeam.patient_id == a)
-            )
-        )
-        outsiders = sorted(set(await session.scalars(select(Organization.id))) - caring)
-        assert outsiders, "the demo registry has an organisation outside the patient's care"
-        await create_gateway(session, "other-hub", "Another municipality", outsiders[:1])
+        await create_gateway(session, "other-hub", "Another municipality", [outsider])
     patient = {
         "resourceType": "Patient",
         "identifier": [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": PATIENT_A}],
@@ -439,15 +431,8 @@ async def test_the_owner_of_a_device_may_name_the_devices_patient(
 
     await seed(sessions)
     a = await patient_id(sessions, PATIENT_A)
+    [owner, *_] = await _outside_the_care_of(sessions, a)
     async with sessions() as session, session.begin():
-        caring = set(
-            await session.scalars(
-                select(CareTeamMember.organization_id)
-                .join(CareTeam, CareTeam.id == CareTeamMember.care_team_id)
-                .where(CareTeam.patient_id == a)
-            )
-        )
-        [owner, *_] = sorted(set(await session.scalars(select(Organization.id))) - caring)
         await create_gateway(session, "owner-hub", "The owner's hub", [owner])
     since = datetime.now(UTC) - timedelta(days=1)
     await register_device(sessions, MOVED, [(PATIENT_A, since, None)], owner=owner)
@@ -480,3 +465,20 @@ async def test_the_owner_of_a_device_may_name_the_devices_patient(
     [result] = await pipeline.process([raw])
     assert [i.status for i in result.items] == ["matched", "accepted"]
     assert result.items[0].reference == f"Patient/{a}"
+
+
+async def _outside_the_care_of(
+    sessions: async_sessionmaker[AsyncSession], patient: str
+) -> list[str]:
+    """Organisations not in the patient's care team (the demo registry has some)."""
+    async with sessions() as session:
+        caring = set(
+            await session.scalars(
+                select(CareTeamMember.organization_id)
+                .join(CareTeam, CareTeam.id == CareTeamMember.care_team_id)
+                .where(CareTeam.patient_id == patient)
+            )
+        )
+        outsiders = sorted(set(await session.scalars(select(Organization.id))) - caring)
+    assert outsiders
+    return outsiders
