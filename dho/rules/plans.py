@@ -1,0 +1,178 @@
+"""Standard self-management plans per patient group (`config/plans/*.yaml`), checked whole.
+
+A standard plan is a starting set: copied to a patient and then adjusted with the GP.
+Each measurement type has four cut-points in its canonical unit (a value on a cut-point
+belongs to the more severe band, as in `CutPoints.band`), an optional measuring
+schedule, and per colour a short text for staff and one for the patient (Norwegian).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from dho.catalogue import Catalogue, CatalogueError, load_yaml, number
+from dho.ingest.normalise import PlausibilityLimits, Range
+from dho.rules.thresholds import Band, CutPoints, TypeThresholds
+
+PLANS_DIR = "plans"
+SCHEMA_FILE = "plan.schema.json"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class PlanError(CatalogueError):
+    """A plan file is invalid; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    staff: str
+    patient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Measured on these weekdays (all when none are listed) before this local time."""
+
+    before: time
+    days: tuple[str, ...] = WEEKDAYS
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRule:
+    """A rise or fall of more than `by` within `days`, or from the mean of `baseline_days`."""
+
+    type: str
+    direction: Literal["rise", "fall"]
+    by: Decimal
+    colour: Band
+    days: int | None = None
+    baseline_days: int | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanMeasurement:
+    thresholds: TypeThresholds
+    schedule: Schedule | None = None
+    texts: dict[Band, Texts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StandardPlan:
+    id: str
+    title: str
+    description: str
+    measurements: dict[str, PlanMeasurement]
+    texts: dict[Band, Texts]
+    changes: tuple[ChangeRule, ...] = ()
+    spo2_target_88_92: bool = False
+
+    def texts_for(self, type_key: str, band: Band) -> Texts:
+        """The texts of a colour for one measurement type (its own, else the plan's)."""
+        own = self.measurements.get(type_key)
+        return (own.texts.get(band) if own else None) or self.texts[band]
+
+
+def load_standard_plans(
+    config_dir: Path, types: Catalogue, limits: PlausibilityLimits
+) -> dict[str, StandardPlan]:
+    """Every plan under `config/plans/`, schema-checked and checked against the catalogues."""
+    folder = config_dir / PLANS_DIR
+    plans: dict[str, StandardPlan] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = load_yaml(path, folder / SCHEMA_FILE)
+        if data["id"] != path.stem:
+            raise PlanError(f"{path}: id {data['id']!r} must equal the file name {path.stem!r}")
+        plans[data["id"]] = _plan(data, path, types, limits)
+    return plans
+
+
+def _plan(
+    data: dict[str, Any], path: Path, types: Catalogue, limits: PlausibilityLimits
+) -> StandardPlan:
+    measurements = {
+        key: _measurement(key, raw, path, types, limits)
+        for key, raw in data["measurements"].items()
+    }
+    changes = tuple(_change(raw, path, types) for raw in data.get("changes", ()))
+    return StandardPlan(
+        id=data["id"],
+        title=data["title"],
+        description=data["description"],
+        measurements=measurements,
+        texts=_texts(data["colours"]),
+        changes=changes,
+        spo2_target_88_92=bool(data.get("spo2_target_88_92", False)),
+    )
+
+
+def _measurement(
+    key: str, raw: dict[str, Any], path: Path, types: Catalogue, limits: PlausibilityLimits
+) -> PlanMeasurement:
+    where = f"{path}: measurements.{key}"
+    if key not in types.types:
+        raise PlanError(f"{where}: {key!r} is not a measurement type under fhir/")
+    mtype = types.get(key)
+    bounds = limits.get(key)
+    if mtype.is_panel:
+        if "cut_points" in raw:
+            raise PlanError(f"{where}: a panel is judged per component: use components")
+        parts = {}
+        for name, points in raw.get("components", {}).items():
+            if name not in {c.key for c in mtype.components}:
+                raise PlanError(f"{where}: {key} has no component {name!r}")
+            ranges = bounds.components or {}
+            parts[name] = _cut_points(points, f"{where}.{name}", ranges.get(name))
+        thresholds = TypeThresholds(components=parts or None)
+    else:
+        if "components" in raw:
+            raise PlanError(f"{where}: {key} has no components: use cut_points")
+        points = raw.get("cut_points")
+        cut = _cut_points(points, where, bounds.value) if points is not None else None
+        thresholds = TypeThresholds(value=cut)
+    schedule = _schedule(raw["schedule"]) if "schedule" in raw else None
+    return PlanMeasurement(thresholds, schedule, _texts(raw.get("colours", {})))
+
+
+def _cut_points(raw: dict[str, Any], where: str, plausible: Range | None) -> CutPoints:
+    points = CutPoints(**{k: number(v) for k, v in raw.items()})
+    if not points.ordered():
+        raise PlanError(
+            f"{where}: cut-points must increase red_low < yellow_low < yellow_high < red_high"
+        )
+    for name, value in raw.items():
+        if plausible is not None and number(value) not in plausible:
+            raise PlanError(f"{where}: {name} {value} is outside the plausible range {plausible}")
+    return points
+
+
+def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
+    key = raw["type"]
+    if key not in types.types or types.get(key).is_panel:
+        raise PlanError(f"{path}: changes: {key!r} is not a single-valued measurement type")
+    return ChangeRule(
+        type=key,
+        direction=raw["direction"],
+        by=number(raw["by"]),
+        colour=Band[raw["colour"].upper()],
+        days=raw.get("days"),
+        baseline_days=raw.get("baseline_days"),
+        source=raw.get("source"),
+    )
+
+
+def _schedule(raw: dict[str, Any]) -> Schedule:
+    hours, minutes = (int(part) for part in raw["before"].split(":"))
+    days = tuple(d for d in WEEKDAYS if d in raw.get("days", WEEKDAYS))
+    return Schedule(before=time(hours, minutes), days=days)
+
+
+def _texts(raw: dict[str, Any]) -> dict[Band, Texts]:
+    return {
+        Band[colour.upper()]: Texts(texts["staff"], texts["patient"])
+        for colour, texts in raw.items()
+    }
