@@ -49,6 +49,7 @@ class ChangeRule:
     direction: Literal["rise", "fall"]
     by: Decimal
     colour: Band
+    at_least: bool = False  # `by` itself is enough (else the change must exceed it)
     days: int | None = None
     baseline_days: int | None = None
     source: str | None = None
@@ -159,6 +160,7 @@ def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
         direction=raw["direction"],
         by=number(raw["by"]),
         colour=Band[raw["colour"].upper()],
+        at_least=raw.get("comparison") == "at-least",
         days=raw.get("days"),
         baseline_days=raw.get("baseline_days"),
         source=raw.get("source"),

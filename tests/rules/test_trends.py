@@ -1,0 +1,81 @@
+"""Change over a window, table-driven, with the heart-failure and COPD rules of the plans."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from dho.catalogue import load_catalogue
+from dho.ingest.normalise import load_plausibility
+from dho.rules.plans import load_standard_plans
+from dho.rules.trends import Reading, change
+
+ROOT = Path(__file__).resolve().parents[2]
+PLANS = load_standard_plans(
+    ROOT / "config", load_catalogue(ROOT / "fhir"), load_plausibility(ROOT / "config")
+)
+[WEIGHT] = PLANS["heart-failure"].changes  # rise of more than 2 kg within 3 days
+[SPO2] = PLANS["copd"].changes  # fall of 3 points or more from the 7-day baseline
+T0 = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+
+
+def _at(day: float, value: str) -> Reading:
+    return Reading(T0 + timedelta(days=day), Decimal(value))
+
+
+def test_weight_80_0_then_81_2_then_82_1_over_three_days_is_flagged() -> None:
+    history = [_at(0, "80.0"), _at(1.5, "81.2")]
+    assert change(WEIGHT, _at(1.5, "81.2"), history[:1]) is None
+    flagged = change(WEIGHT, _at(3, "82.1"), history)
+    assert (
+        flagged is not None
+        and flagged.by == Decimal("2.1")
+        and flagged.reference == Decimal("80.0")
+    )
+
+
+@pytest.mark.parametrize(
+    ("new", "flagged"),
+    [("81.9", False), ("82.0", False), ("82.1", True), ("85.0", True)],
+)
+def test_weight_gain_must_exceed_two_kg(new: str, flagged: bool) -> None:
+    assert (change(WEIGHT, _at(2, new), [_at(0, "80.0")]) is not None) is flagged
+
+
+@pytest.mark.parametrize(
+    ("earlier_day", "flagged"),
+    [(0.0, True), (0.01, True), (-0.01, False)],  # the window is the 3 days before
+)
+def test_only_readings_within_the_window_count(earlier_day: float, flagged: bool) -> None:
+    assert (change(WEIGHT, _at(3, "82.5"), [_at(earlier_day, "80.0")]) is not None) is flagged
+
+
+def test_a_fall_in_weight_is_not_a_gain() -> None:
+    assert change(WEIGHT, _at(2, "77.0"), [_at(0, "80.0")]) is None
+
+
+def test_no_history_no_change() -> None:
+    assert change(WEIGHT, _at(2, "90.0"), []) is None
+
+
+@pytest.mark.parametrize(
+    ("new", "flagged"),
+    [("93", False), ("92.1", False), ("92", True), ("91", True)],  # baseline 95
+)
+def test_spo2_drop_of_three_points_or_more_from_the_baseline(new: str, flagged: bool) -> None:
+    history = [_at(d, v) for d, v in ((1, "94"), (2, "95"), (3, "96"))]
+    result = change(SPO2, _at(6, new), history)
+    assert (result is not None) is flagged
+    if result is not None:
+        assert result.reference == Decimal(95)
+
+
+def test_a_baseline_needs_three_readings_in_its_seven_days() -> None:
+    two = [_at(4, "95"), _at(5, "95")]
+    assert change(SPO2, _at(6, "85"), two) is None
+    old = [_at(-5, "95"), *two]  # more than 7 days before: not part of the baseline
+    assert change(SPO2, _at(6, "85"), old) is None
+    assert change(SPO2, _at(6, "85"), [_at(0, "95"), *two]) is not None
