@@ -56,6 +56,17 @@ class ChangeRule:
 
 
 @dataclass(frozen=True, slots=True)
+class BaselineRule:
+    """Beyond mean +/- k SD of the patient's readings over `baseline_days` (`min_readings`)."""
+
+    type: str
+    k: Decimal
+    baseline_days: int
+    min_readings: int
+    colour: Band
+
+
+@dataclass(frozen=True, slots=True)
 class PlanMeasurement:
     thresholds: TypeThresholds
     schedule: Schedule | None = None
@@ -70,6 +81,7 @@ class StandardPlan:
     measurements: dict[str, PlanMeasurement]
     texts: dict[Band, Texts]
     changes: tuple[ChangeRule, ...] = ()
+    baselines: tuple[BaselineRule, ...] = ()
     spo2_target_88_92: bool = False
 
     def texts_for(self, type_key: str, band: Band) -> Texts:
@@ -100,6 +112,7 @@ def _plan(
         for key, raw in data["measurements"].items()
     }
     changes = tuple(_change(raw, path, types) for raw in data.get("changes", ()))
+    baselines = tuple(_baseline_rule(raw, path, types) for raw in data.get("baselines", ()))
     return StandardPlan(
         id=data["id"],
         title=data["title"],
@@ -107,6 +120,7 @@ def _plan(
         measurements=measurements,
         texts=_texts(data["colours"]),
         changes=changes,
+        baselines=baselines,
         spo2_target_88_92=bool(data.get("spo2_target_88_92", False)),
     )
 
@@ -153,8 +167,7 @@ def _cut_points(raw: dict[str, Any], where: str, plausible: Range | None) -> Cut
 
 def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
     key = raw["type"]
-    if key not in types.types or types.get(key).is_panel:
-        raise PlanError(f"{path}: changes: {key!r} is not a single-valued measurement type")
+    _single_valued(key, path, types, "changes")
     return ChangeRule(
         type=key,
         direction=raw["direction"],
@@ -165,6 +178,22 @@ def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
         baseline_days=raw.get("baseline_days"),
         source=raw.get("source"),
     )
+
+
+def _baseline_rule(raw: dict[str, Any], path: Path, types: Catalogue) -> BaselineRule:
+    _single_valued(raw["type"], path, types, "baselines")
+    return BaselineRule(
+        type=raw["type"],
+        k=number(raw["k"]),
+        baseline_days=raw["baseline_days"],
+        min_readings=raw["min_readings"],
+        colour=Band[raw["colour"].upper()],
+    )
+
+
+def _single_valued(key: str, path: Path, types: Catalogue, where: str) -> None:
+    if key not in types.types or types.get(key).is_panel:
+        raise PlanError(f"{path}: {where}: {key!r} is not a single-valued measurement type")
 
 
 def _schedule(raw: dict[str, Any]) -> Schedule:

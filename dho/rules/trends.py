@@ -1,11 +1,13 @@
-"""Change over a window: a pure judgement of a new reading against the patient's history.
+"""Trends: pure judgements of a new reading against the patient's own history.
 
-Two forms, both from a plan's `changes`:
+A change over a window, in two forms, from a plan's `changes`:
 - within `days`: the new value against the lowest (rise) or highest (fall) value of the
   window before it, e.g. weight up more than 2 kg within 3 days;
 - from a baseline: the new value against the mean of the patient's own readings over the
   `baseline_days` before it, e.g. SpO2 down 3 points or more from the 7-day baseline,
   judged only once the baseline has `MIN_BASELINE_READINGS` readings.
+And outside the patient's own normal, from a plan's `baselines`: beyond mean +/- k SD of
+the baseline period, once it has the rule's number of readings.
 Late readings belong in the history like any other: they feed trends.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from dho.rules.plans import ChangeRule
+from dho.rules.plans import BaselineRule, ChangeRule
 
 MIN_BASELINE_READINGS = 3
 
@@ -61,3 +63,29 @@ def _baseline(window: Sequence[Reading]) -> Decimal | None:
     if len(window) < MIN_BASELINE_READINGS:
         return None
     return sum((r.value for r in window), Decimal(0)) / len(window)
+
+
+@dataclass(frozen=True, slots=True)
+class Outside:
+    """How far outside the patient's normal a reading is, in standard deviations."""
+
+    mean: Decimal
+    sd: Decimal
+    deviations: Decimal
+
+
+def outside_baseline(
+    rule: BaselineRule, new: Reading, history: Sequence[Reading]
+) -> Outside | None:
+    """Whether `new` lies beyond mean +/- k SD of the patient's baseline; None when not."""
+    start = new.effective - timedelta(days=rule.baseline_days)
+    values = [r.value for r in history if start <= r.effective < new.effective]
+    if len(values) < rule.min_readings:
+        return None
+    mean = sum(values, Decimal(0)) / len(values)
+    variance = sum(((v - mean) ** 2 for v in values), Decimal(0)) / (len(values) - 1)
+    sd = variance.sqrt()
+    if sd == 0:
+        return None  # a constant baseline gives no spread to judge by
+    deviations = abs(new.value - mean) / sd
+    return Outside(mean, sd, deviations) if deviations > rule.k else None

@@ -79,3 +79,34 @@ def test_a_baseline_needs_three_readings_in_its_seven_days() -> None:
     old = [_at(-5, "95"), *two]  # more than 7 days before: not part of the baseline
     assert change(SPO2, _at(6, "85"), old) is None
     assert change(SPO2, _at(6, "85"), [_at(0, "95"), *two]) is not None
+
+
+[PULSE] = PLANS["heart-failure"].baselines  # beyond mean +/- 2.5 SD of 28 days, 14 readings
+
+
+def _daily(values: list[int]) -> list[Reading]:
+    return [_at(day, str(value)) for day, value in enumerate(values)]
+
+
+BASELINE = _daily([68, 70, 72, 70, 69, 71, 70, 68, 72, 70, 71, 69, 70, 70])  # mean 70
+
+
+@pytest.mark.parametrize(
+    ("new", "flagged"),
+    # mean 70, SD 1.24: the normal is 66.90 to 73.10
+    [("70", False), ("73.1", False), ("73.2", True), ("66.9", False), ("66.8", True), ("90", True)],
+)
+def test_outside_the_patients_own_normal(new: str, flagged: bool) -> None:
+    from dho.rules.trends import outside_baseline
+
+    result = outside_baseline(PULSE, _at(14, new), BASELINE)
+    assert (result is not None) is flagged
+    if result is not None:
+        assert result.mean == Decimal(70) and result.deviations > PULSE.k
+
+
+def test_no_baseline_judgement_before_the_start_period_is_over() -> None:
+    from dho.rules.trends import outside_baseline
+
+    assert outside_baseline(PULSE, _at(14, "120"), BASELINE[:13]) is None
+    assert outside_baseline(PULSE, _at(14, "120"), _daily([70] * 14)) is None  # no spread
