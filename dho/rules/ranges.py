@@ -1,0 +1,109 @@
+"""The range rule: a reading against its plan's four cut-points, with FHIR interpretation.
+
+A panel (blood pressure) is judged per component; the reading takes its worst
+component's colour. Each judged value gets an R4 `interpretation` (v3
+ObservationInterpretation: N, L, H, LL, HH) and the plan's `referenceRange` (the green
+band, yellow-low to yellow-high) so the Observation says what it was judged against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from dho.catalogue import UCUM
+from dho.ingest.measurement import Measurement, Quantity
+from dho.rules.thresholds import Band, CutPoints, TypeThresholds
+
+INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+REFERENCE_RANGE_SYSTEM = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
+_DISPLAY = {
+    "N": "Normal",
+    "L": "Low",
+    "H": "High",
+    "LL": "Critical low",
+    "HH": "Critical high",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """One value (or component) judged: its colour, interpretation code and green band."""
+
+    band: Band
+    code: str
+    points: CutPoints
+    quantity: Quantity
+
+    def interpretation(self) -> dict[str, Any]:
+        coding = {
+            "system": INTERPRETATION_SYSTEM,
+            "code": self.code,
+            "display": _DISPLAY[self.code],
+        }
+        return {"coding": [coding]}
+
+    def reference_range(self) -> dict[str, Any] | None:
+        """The green band as an R4 referenceRange; None when neither side is bounded."""
+        low, high = self.points.yellow_low, self.points.yellow_high
+        if low is None and high is None:
+            return None
+        out: dict[str, Any] = {}
+        if low is not None:
+            out["low"] = _quantity(low, self.quantity.unit)
+        if high is not None:
+            out["high"] = _quantity(high, self.quantity.unit)
+        out["type"] = {
+            "coding": [
+                {"system": REFERENCE_RANGE_SYSTEM, "code": "normal", "display": "Normal Range"}
+            ],
+            "text": "green band of the patient's plan",
+        }
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RangeJudgement:
+    """The reading's colour (the worst of its parts) and each part judged."""
+
+    band: Band
+    value: Judged | None = None
+    components: dict[str, Judged] | None = None
+
+
+def judge_range(m: Measurement, thresholds: TypeThresholds) -> RangeJudgement | None:
+    """The reading against its cut-points; None when the plan sets none for it."""
+    if m.value is not None and thresholds.value is not None:
+        judged = _judge(m.value, thresholds.value)
+        return RangeJudgement(judged.band, value=judged)
+    if not m.components or not thresholds.components:
+        return None
+    parts = {
+        name: _judge(quantity, thresholds.components[name])
+        for name, quantity in m.components.items()
+        if name in thresholds.components
+    }
+    if not parts:
+        return None
+    worst = max(part.band for part in parts.values())
+    return RangeJudgement(worst, components=parts)
+
+
+def _judge(quantity: Quantity, points: CutPoints) -> Judged:
+    band = points.band(quantity.value)
+    return Judged(band, _code(quantity.value, points, band), points, quantity)
+
+
+def _code(value: Decimal, points: CutPoints, band: Band) -> str:
+    if band == Band.GREEN:
+        return "N"
+    low_side = points.yellow_low is not None and value <= points.yellow_low
+    low_side = low_side or (points.red_low is not None and value <= points.red_low)
+    if band == Band.RED:
+        return "LL" if low_side else "HH"
+    return "L" if low_side else "H"
+
+
+def _quantity(value: Decimal, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
