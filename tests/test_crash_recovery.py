@@ -13,13 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -29,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.db.models import ObservationRow, Quarantine, RawMessage
 from tests.conftest import free_port
 from tests.mosquitto import BASE_CONF, derive_test_config, running_mosquitto
-from tests.support import EUI64, OXIMETER, seed, wait_for
+from tests.support import EUI64, OXIMETER, seed, stop_process, wait_for, wait_until_ready
 
 MESSAGES = 5000
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]
@@ -71,16 +69,7 @@ class Service:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dho", "serve"], env=self.env, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.http_port}/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"service not ready:\n{self.log_path.read_text()}")
+        wait_until_ready(self.proc, f"http://127.0.0.1:{self.http_port}", self.log_path)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -88,13 +77,7 @@ class Service:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _messages(gateway_run: str) -> list[bytes]:

@@ -10,7 +10,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from dho.db.engine import create_engine, session_factory
 from dho.db.models import ObservationRow, ObservationVersion, RawMessage
 from dho.settings import Settings
 from tests.conftest import free_port
-from tests.support import OXIMETER, count_rows, reading, seed
+from tests.support import OXIMETER, count_rows, reading, seed, stop_process, wait_until_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["postgres"])]
 
@@ -51,24 +50,10 @@ class Serve:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log.read_text())
+        wait_until_ready(self.proc, self.url, self.log)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 async def test_two_processes_store_each_reading_once(database_url: str, tmp_path: Path) -> None:

@@ -83,8 +83,7 @@ async def create_observation(
         return _outcome(200, [_issue("information", "duplicate", _ALREADY)], result)
     [item] = result.items
     if item.status == "quarantined":
-        status = 403 if item.reason == "not-authorised" else 422
-        return _outcome(status, [_item_issue(item)], result)
+        return _outcome(_refused_status(item), [_item_issue(item)], result)
     if item.observation_id is None:
         note = item.note or "nothing to store"
         return _outcome(200, [_issue("information", "informational", note)], result)
@@ -212,8 +211,13 @@ def _response(
     if item.status == "ignored":
         note = _issue("information", "informational", item.note or "not stored", item.label)
         return {"status": _HTTP_STATUS[200], "outcome": _outcome_body([note])}
-    status = 403 if item.reason == "not-authorised" else 422
+    status = _refused_status(item)
     return {"status": _HTTP_STATUS[status], "outcome": _outcome_body([_item_issue(item)], result)}
+
+
+def _refused_status(item: ItemResult) -> int:
+    """An entry refused: 403 when the gateway may not send it, else 422."""
+    return 403 if item.reason == "not-authorised" else 422
 
 
 def _time_notes(item: ItemResult) -> list[dict[str, Any]]:
