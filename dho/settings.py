@@ -112,6 +112,24 @@ class Settings(BaseSettings):
         description="The zone a device time without a UTC offset is read in (flagged).",
     )
 
+    default_plan: str = Field(
+        default="general",
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="The standard plan (config/plans) judging patients who have no plan yet.",
+    )
+    missing_check_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="How often the scheduler looks for closed measuring windows left empty.",
+    )
+    device_silent_after_s: int = Field(
+        default=86_400,
+        ge=60,
+        le=30 * 86_400,
+        description="A device (or gateway) this long without any data is silent: an outage.",
+    )
+
     batch_max_size: int = Field(default=200, ge=1, le=10_000)
     batch_flush_ms: int = Field(default=20, ge=1, le=10_000)
 

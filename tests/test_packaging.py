@@ -58,7 +58,7 @@ def test_installed_wheel_carries_and_finds_its_data(tmp_path: Path) -> None:
         "dho/_data/adapters/dho-json.yaml",
         "dho/_data/adapters/adapter.schema.json",
         "dho/_data/fhir/measurement-types.yaml",
-        "dho/_data/config/thresholds.yaml",
+        "dho/_data/config/plans/general.yaml",
         "dho/_data/config/demo/registry.json",
         "dho/_data/config/mosquitto/mosquitto.conf",
         "dho/db/migrations/env.py",

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from dho.alerts.episode_book import DeliveryTarget, load_episode_book
 from dho.catalogue import Catalogue, load_catalogue
 from dho.ingest.accept import accept
 from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
@@ -29,12 +30,14 @@ from dho.ingest.failures import is_infrastructure_error, is_transient_conflict, 
 from dho.ingest.measurement import RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
-from dho.ingest.record import DeliveryTarget, record
+from dho.ingest.record import record
 from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve
 from dho.ingest.to_fhir import to_fhir
-from dho.rules.evaluate import evaluate
-from dho.rules.thresholds import Thresholds, load_thresholds
+from dho.rules.judge import judge
+from dho.rules.patient_context import PatientContext, PlanCatalogue, load_patient_context
+from dho.rules.ranges import annotate
+from dho.rules.trends import Reading
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,17 +53,19 @@ class ReferenceData:
     adapters: AdapterCatalogue
     types: Catalogue
     limits: PlausibilityLimits
-    thresholds: Thresholds
+    plans: PlanCatalogue
     context: DecodeContext
 
     @classmethod
     def load(cls, settings: Settings) -> ReferenceData:
         types = load_catalogue(Path(settings.fhir_dir))
+        config = Path(settings.config_dir)
+        limits = load_plausibility(config)
         return cls(
             adapters=load_adapters(Path(settings.adapters_dir)),
             types=types,
-            limits=load_plausibility(Path(settings.config_dir)),
-            thresholds=load_thresholds(Path(settings.config_dir)),
+            limits=limits,
+            plans=PlanCatalogue.load(config, types, limits, settings.default_plan),
             context=DecodeContext(
                 types=types,
                 local_zone=ZoneInfo(settings.device_time_zone),
@@ -175,8 +180,10 @@ class Pipeline:
         redriven_by: str | None = None,
     ) -> list[MessageResult]:
         now = datetime.now(UTC)
+        patients = {i.resolved.patient_id for p in plans for i in p.items if i.resolved}
+        episodes = await load_episode_book(session, patients, self._targets)
         return await record(
-            session, plans, existing, targets=self._targets, now=now, redriven_by=redriven_by
+            session, plans, existing, episodes=episodes, now=now, redriven_by=redriven_by
         )
 
     async def compute(
@@ -199,7 +206,40 @@ class Pipeline:
                 if keep is not None:
                     _keep(one, raw_id, keep)
         snapshot = await load_registry(session, [item for d in decoded for _, item in d.items])
-        return [self._items(d, snapshot) for d in decoded]
+        plans = [self._items(d, snapshot) for d in decoded]
+        await self._judge(session, plans)
+        return plans
+
+    async def _judge(self, session: AsyncSession, plans: list[MessagePlan]) -> None:
+        """Judge every reading by its patient's plan, in arrival order, with the history."""
+        items = [
+            (item, item.resolved)
+            for plan in plans
+            if plan.error is None
+            for item in plan.items
+            if item.resolved is not None and item.observation is not None and item.error is None
+        ]
+        readings = [(r.patient_id, r.measurement.type, r.measurement.effective) for _, r in items]
+        context = await load_patient_context(session, self._reference.plans, readings)
+        for item, resolved in items:
+            try:
+                self._judge_item(item, resolved, context)
+            except Exception as exc:  # quarantine the reading rather than store it unjudged
+                log.exception("judging item %s failed unexpectedly", item.label)
+                item.error = processing_error(exc)
+
+    def _judge_item(self, item: ItemPlan, resolved: Resolved, context: PatientContext) -> None:
+        assert item.observation is not None
+        m, patient = resolved.measurement, resolved.patient_id
+        applied = context.plan_for(patient, m.effective)
+        item.judgement = judge(m, applied, context.readings(patient, m.type))
+        item.paused = context.pause_at(patient, m.effective)
+        if m.value is not None:
+            context.remember(patient, m.type, m.identity, Reading(m.effective, m.value.value))
+        if item.judgement.range is not None:
+            mtype = self._reference.types.get(m.type)
+            keys = [c.key for c in mtype.components if c.key in m.components]
+            annotate(item.observation, item.judgement.range, keys, applied.ref.label)
 
     def _decode(self, raw: RawMessage, gateways: dict[str, Gateway]) -> _Decoded:
         reference = self._reference
@@ -274,8 +314,7 @@ class Pipeline:
             late=item.late,
         )
         # Late readings feed trends but raise no acute alert.
-        quiet = item.late or stale_now
-        item.decisions = [] if quiet else evaluate(normalised, reference.thresholds)
+        item.quiet = item.late or stale_now
 
 
 def _keep(decoded: _Decoded, raw_id: int, keep: Keep) -> None:

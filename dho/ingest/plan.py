@@ -8,7 +8,8 @@ from typing import Any, Literal
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import RawMessage, TimeFlag
 from dho.ingest.resolve import Resolved
-from dho.rules.evaluate import Decision
+from dho.rules.judge import Judgement
+from dho.rules.patient_context import Pause
 
 ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "ignored", "not-stored"]
 MessageStatus = Literal["accepted", "duplicate", "rejected"]
@@ -22,7 +23,9 @@ class ItemPlan:
     label: str
     resolved: Resolved | None = None
     observation: dict[str, Any] | None = None
-    decisions: list[Decision] = field(default_factory=list)
+    judgement: Judgement | None = None
+    quiet: bool = False  # late or stale: judged, but raises no acute alert
+    paused: Pause | None = None
     reference: str | None = None
     late: bool = False
     error: DataError | None = None
@@ -56,6 +59,11 @@ class ItemResult:
     time_flag: TimeFlag | None = None
     alert_id: str | None = None
     alert_severity: str | None = None
+    colour: str | None = None
+    plan: str | None = None
+    patient_text: str | None = None
+    repeat_within_minutes: int | None = None
+    paused_until: str | None = None
     reference: str | None = None
     reason: str | None = None
     reason_code: str | None = None

@@ -38,6 +38,8 @@ def item_receipt(item: ItemResult) -> dict[str, Any]:
         out["late"] = True
     if item.time_flag:
         out["time_flag"] = item.time_flag
+    if item.colour:
+        out["judgement"] = _judgement(item)
     if item.alert_id:
         out["alert"] = {"id": item.alert_id, "severity": item.alert_severity}
     if item.reason:
@@ -45,3 +47,27 @@ def item_receipt(item: ItemResult) -> dict[str, Any]:
         out["reason_code"] = item.reason_code
         out["detail"] = item.detail
     return out
+
+
+def _judgement(item: ItemResult) -> dict[str, Any]:
+    """The reading's colour by the patient's plan, and what the patient should do."""
+    judged: dict[str, Any] = {"colour": item.colour, "plan": item.plan}
+    text = item.patient_text
+    if item.repeat_within_minutes is not None:
+        judged["repeat_within_minutes"] = item.repeat_within_minutes
+        text = REPEAT_TEXT.format(minutes=item.repeat_within_minutes)
+    if item.paused_until is not None:
+        judged["paused_until"] = item.paused_until
+        text = PAUSED_TEXT
+    judged["patient_text"] = text
+    return judged
+
+
+REPEAT_TEXT = (
+    "Målingen er litt utenfor planen din. Sitt i ro noen minutter og mål på nytt innen "
+    "{minutes} minutter."
+)
+PAUSED_TEXT = (
+    "Oppfølgingen din er satt på pause. Målingen er lagret, men ingen sykepleier ser den nå. "
+    "Ved akutt forverring, ring legevakt på 116 117 eller 113."
+)

@@ -11,41 +11,27 @@ are resolved when the item now becomes data, or updated with the new reason
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
-from dho.db.models import (
-    Alert,
-    ObservationRow,
-    ObservationVersion,
-    OutboxDelivery,
-    Quarantine,
-    RawMessage,
-)
+from dho.alerts.episode_book import EpisodeBook
+from dho.db.models import ObservationRow, ObservationVersion, Quarantine, RawMessage
 from dho.ingest.accept import OVERSIZED_KEPT_BYTES
 from dho.ingest.context import ExistingState, StoredObservation
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
 from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult
 from dho.ingest.record_quarantine import QuarantineBook
-from dho.rules.evaluate import Decision
 
+# What the plan adds to a reading: not part of the reading itself.
+_JUDGED = ("interpretation", "referenceRange")
 # How far apart the device times of one re-sent reading (same sender identifier) may be.
 SAME_READING_WINDOW_MS = 5 * 60 * 1000
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryTarget:
-    """A destination every new alert is delivered to (until routing decides per alert)."""
-
-    channel: str
-    target: str
 
 
 @dataclass(slots=True)
@@ -54,22 +40,19 @@ class _Rows:
 
     observations: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Batch:
     session: AsyncSession
     existing: ExistingState
-    targets: tuple[DeliveryTarget, ...]
+    episodes: EpisodeBook
     now: datetime
     redriven_by: str | None
     quarantine: QuarantineBook
     rows: _Rows = field(default_factory=_Rows)
     # Rows of this batch not inserted yet, for a reading corrected within the same batch.
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pending_alerts: set[tuple[str, str]] = field(default_factory=set)
 
 
 async def record(
@@ -77,13 +60,13 @@ async def record(
     plans: list[MessagePlan],
     existing: ExistingState,
     *,
-    targets: tuple[DeliveryTarget, ...],
+    episodes: EpisodeBook,
     now: datetime,
     redriven_by: str | None = None,
 ) -> list[MessageResult]:
     """Write raw messages, observations, alerts, deliveries and quarantine rows; no commit."""
     book = QuarantineBook(dict(existing.open_quarantine), reprocessing=redriven_by is not None)
-    batch = _Batch(session, existing, targets, now, redriven_by, book)
+    batch = _Batch(session, existing, episodes, now, redriven_by, book)
     fresh = [p for p in plans if p.raw_id is None and not _seen_before(p, existing)]
     raw_ids = await _insert_raw(session, fresh)
     raw_id_of = {id(plan): raw_id for plan, raw_id in zip(fresh, raw_ids, strict=True)}
@@ -103,6 +86,7 @@ async def record(
         else:
             results.append(await _record_message(batch, plan, raw_id))
     await _insert_rows(session, batch.rows)
+    await episodes.flush(session, now)
     if book.new_rows:
         await session.execute(insert(Quarantine), book.new_rows)
     await book.apply(session, now, redriven_by)
@@ -160,8 +144,6 @@ async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:
     for model, values in (
         (ObservationRow, rows.observations),
         (ObservationVersion, rows.versions),
-        (Alert, rows.alerts),
-        (OutboxDelivery, rows.deliveries),
     ):
         if values:
             await session.execute(insert(model), values)
@@ -250,7 +232,7 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
     if m.source_key is not None:
         batch.existing.by_source_identifier.setdefault(m.source_key, []).append(stored)
     book.item_stored(raw_id, item.label, f"Observation/{observation_id}")
-    alert = await _alert(batch, item, resource, observation_id, is_new=known is None)
+    judged = _alerting(batch, item, resource, observation_id)
     return ItemResult(
         item.index,
         "accepted",
@@ -258,10 +240,42 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
         observation_id,
         version,
         amended=known is not None,
-        alert_id=alert["id"] if alert else None,
-        alert_severity=alert["severity"] if alert else None,
         **flags,
+        **judged,
     )
+
+
+def _alerting(
+    batch: _Batch, item: ItemPlan, resource: dict[str, Any], observation_id: str
+) -> dict[str, Any]:
+    """The reading's findings against the patient's episodes; what its receipt says."""
+    judgement, resolved = item.judgement, item.resolved
+    if judgement is None or resolved is None:
+        return {}
+    out: dict[str, Any] = {
+        "colour": judgement.colour.label,
+        "plan": judgement.plan.label,
+        "patient_text": judgement.texts.patient,
+    }
+    if item.quiet:
+        return out
+    if item.paused is not None:
+        batch.episodes.forget(resolved.patient_id, judgement.findings)
+        return out | {"paused_until": item.paused.ends_at.isoformat(timespec="minutes")}
+    repeat_within = judgement.standard.repeat_within if judgement.standard else None
+    touched = batch.episodes.apply(
+        judgement,
+        patient_id=resolved.patient_id,
+        observation_id=observation_id,
+        resource=resource,
+        now=batch.now,
+        repeat_within=repeat_within,
+    )
+    if touched is None:
+        return out
+    if touched.action == "ask-repeat" and repeat_within is not None:
+        return out | {"repeat_within_minutes": repeat_within // timedelta(minutes=1)}
+    return out | {"alert_id": touched.alert_id, "alert_severity": touched.severity.label}
 
 
 def _same_reading(batch: _Batch, m: Measurement, digest: str) -> StoredObservation | None:
@@ -296,6 +310,7 @@ def _observation_row(
         "type": m.type,
         "code": item.observation["code"]["coding"][0]["code"],
         "effective": m.effective,
+        **_numbers(m),
         "last_updated": batch.now,
         "received_at": plan.raw.received_at,
         "late": item.late,
@@ -320,6 +335,7 @@ async def _correct_observation(
     values = {
         "patient_id": item.resolved.patient_id,
         "device_id": item.resolved.device_id,
+        **_numbers(item.resolved.measurement),
         "received_at": plan.raw.received_at,
         "late": item.late,
         "version_id": known.version_id + 1,
@@ -337,6 +353,15 @@ async def _correct_observation(
     )
 
 
+def _numbers(m: Measurement) -> dict[str, str | None]:
+    """The reading's numbers as decimal text, for the rules' history."""
+    components = {name: str(q.value) for name, q in m.components.items()}
+    return {
+        "value": str(m.value.value) if m.value is not None else None,
+        "components": jsonutil.dumps(components) if components else None,
+    }
+
+
 def _version_row(
     observation_id: str, version: int, raw_id: int, text: str, now: datetime
 ) -> dict[str, Any]:
@@ -346,85 +371,6 @@ def _version_row(
         "last_updated": now,
         "raw_message_id": raw_id,
         "resource": text,
-    }
-
-
-async def _alert(
-    batch: _Batch,
-    item: ItemPlan,
-    resource: dict[str, Any],
-    observation_id: str,
-    *,
-    is_new: bool,
-) -> dict[str, Any] | None:
-    if not item.decisions or item.resolved is None:
-        return None
-    decision = item.decisions[0]
-    key = (observation_id, decision.kind)
-    if key in batch.pending_alerts or (
-        not is_new and await _has_alert(batch.session, observation_id, decision.kind)
-    ):
-        return None
-    batch.pending_alerts.add(key)
-    alert = {
-        "id": str(uuid.uuid4()),
-        "kind": decision.kind,
-        "severity": decision.band.label,
-        "status": "reported",
-        "patient_id": item.resolved.patient_id,
-        "observation_id": observation_id,
-        "summary": decision.summary,
-        "details": jsonutil.dumps(decision.details),
-        "created_at": batch.now,
-        "updated_at": batch.now,
-    }
-    batch.rows.alerts.append(alert)
-    for target in batch.targets:
-        batch.rows.deliveries.append(_delivery(alert, decision, target, resource, batch.now))
-    return alert
-
-
-async def _has_alert(session: AsyncSession, observation_id: str, kind: str) -> bool:
-    found = await session.scalar(
-        select(Alert.id).where(Alert.observation_id == observation_id, Alert.kind == kind)
-    )
-    return found is not None
-
-
-def _delivery(
-    alert: dict[str, Any],
-    decision: Decision,
-    target: DeliveryTarget,
-    resource: dict[str, Any],
-    now: datetime,
-) -> dict[str, Any]:
-    delivery_id = str(uuid.uuid4())
-    payload = {
-        "event": "alert.created",
-        "delivery_id": delivery_id,
-        "alert": {
-            "id": alert["id"],
-            "kind": alert["kind"],
-            "severity": alert["severity"],
-            "status": alert["status"],
-            "summary": alert["summary"],
-            "details": decision.details,
-            "patient": f"Patient/{alert['patient_id']}",
-            "observation": f"Observation/{alert['observation_id']}",
-            "created": now.isoformat(timespec="milliseconds"),
-        },
-        "observation": resource,
-    }
-    return {
-        "id": delivery_id,
-        "alert_id": alert["id"],
-        "channel": target.channel,
-        "target": target.target,
-        "payload": jsonutil.dumps(payload),
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
     }
 
 
@@ -445,6 +391,10 @@ def _digest(observation: dict[str, Any]) -> str:
     The status stays in the digested content as `final` so digests stored by earlier
     versions still compare equal.
     """
-    content = {k: observation.get(k) for k in ("valueQuantity", "component")}
+    parts = [
+        {k: v for k, v in part.items() if k not in _JUDGED}
+        for part in observation.get("component") or ()
+    ]
+    content = {"valueQuantity": observation.get("valueQuantity"), "component": parts or None}
     content["status"] = "final"
     return hashlib.sha256(jsonutil.dumps(content).encode()).hexdigest()

@@ -8,11 +8,14 @@ schedule, and per colour a short text for staff and one for the patient (Norwegi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+
+import jsonschema
 
 from dho.catalogue import Catalogue, CatalogueError, load_yaml, number
 from dho.ingest.normalise import PlausibilityLimits, Range
@@ -71,6 +74,16 @@ class PlanMeasurement:
     thresholds: TypeThresholds
     schedule: Schedule | None = None
     texts: dict[Band, Texts] = field(default_factory=dict)
+    hysteresis: Decimal | None = None  # None: the type's default
+
+
+@dataclass(frozen=True, slots=True)
+class News2Settings:
+    """Score NEWS2 from the latest vitals within `window`; alert at a colour per band."""
+
+    window: timedelta
+    colours: dict[str, Band]
+    supplemental_oxygen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,10 @@ class StandardPlan:
     changes: tuple[ChangeRule, ...] = ()
     baselines: tuple[BaselineRule, ...] = ()
     spo2_target_88_92: bool = False
+    repeat_within: timedelta | None = None  # ask for a repeat before a yellow alert
+    news2: News2Settings | None = None
+    pregnant: bool = False
+    questionnaires: tuple[str, ...] = ()
 
     def texts_for(self, type_key: str, band: Band) -> Texts:
         """The texts of a colour for one measurement type (its own, else the plan's)."""
@@ -100,12 +117,27 @@ def load_standard_plans(
         data = load_yaml(path, folder / SCHEMA_FILE)
         if data["id"] != path.stem:
             raise PlanError(f"{path}: id {data['id']!r} must equal the file name {path.stem!r}")
-        plans[data["id"]] = _plan(data, path, types, limits)
+        plans[data["id"]] = _plan(data, str(path), types, limits)
     return plans
 
 
+def plan_from_document(
+    data: Any, where: str, config_dir: Path, types: Catalogue, limits: PlausibilityLimits
+) -> StandardPlan:
+    """A patient's plan (a standard plan's shape, adjusted), checked like a standard one."""
+    schema = json.loads((config_dir / PLANS_DIR / SCHEMA_FILE).read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        described = "; ".join(
+            f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:10]
+        )
+        raise PlanError(f"{where}: {described}")
+    return _plan(data, where, types, limits)
+
+
 def _plan(
-    data: dict[str, Any], path: Path, types: Catalogue, limits: PlausibilityLimits
+    data: dict[str, Any], path: str, types: Catalogue, limits: PlausibilityLimits
 ) -> StandardPlan:
     measurements = {
         key: _measurement(key, raw, path, types, limits)
@@ -122,11 +154,27 @@ def _plan(
         changes=changes,
         baselines=baselines,
         spo2_target_88_92=bool(data.get("spo2_target_88_92", False)),
+        repeat_within=_minutes(data.get("repeat_before_yellow")),
+        news2=_news2(data["news2"]) if "news2" in data else None,
+        pregnant=bool(data.get("pregnant", False)),
+        questionnaires=tuple(data.get("questionnaires", ())),
+    )
+
+
+def _minutes(raw: dict[str, Any] | None) -> timedelta | None:
+    return None if raw is None else timedelta(minutes=raw["within_minutes"])
+
+
+def _news2(raw: dict[str, Any]) -> News2Settings:
+    return News2Settings(
+        window=timedelta(minutes=raw["window_minutes"]),
+        colours={band: Band[colour.upper()] for band, colour in raw["colours"].items()},
+        supplemental_oxygen=bool(raw.get("supplemental_oxygen", False)),
     )
 
 
 def _measurement(
-    key: str, raw: dict[str, Any], path: Path, types: Catalogue, limits: PlausibilityLimits
+    key: str, raw: dict[str, Any], path: str, types: Catalogue, limits: PlausibilityLimits
 ) -> PlanMeasurement:
     where = f"{path}: measurements.{key}"
     if key not in types.types:
@@ -150,7 +198,8 @@ def _measurement(
         cut = _cut_points(points, where, bounds.value) if points is not None else None
         thresholds = TypeThresholds(value=cut)
     schedule = _schedule(raw["schedule"]) if "schedule" in raw else None
-    return PlanMeasurement(thresholds, schedule, _texts(raw.get("colours", {})))
+    hysteresis = number(raw["hysteresis"]) if "hysteresis" in raw else None
+    return PlanMeasurement(thresholds, schedule, _texts(raw.get("colours", {})), hysteresis)
 
 
 def _cut_points(raw: dict[str, Any], where: str, plausible: Range | None) -> CutPoints:
@@ -165,7 +214,7 @@ def _cut_points(raw: dict[str, Any], where: str, plausible: Range | None) -> Cut
     return points
 
 
-def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
+def _change(raw: dict[str, Any], path: str, types: Catalogue) -> ChangeRule:
     key = raw["type"]
     _single_valued(key, path, types, "changes")
     return ChangeRule(
@@ -180,7 +229,7 @@ def _change(raw: dict[str, Any], path: Path, types: Catalogue) -> ChangeRule:
     )
 
 
-def _baseline_rule(raw: dict[str, Any], path: Path, types: Catalogue) -> BaselineRule:
+def _baseline_rule(raw: dict[str, Any], path: str, types: Catalogue) -> BaselineRule:
     _single_valued(raw["type"], path, types, "baselines")
     return BaselineRule(
         type=raw["type"],
@@ -191,7 +240,7 @@ def _baseline_rule(raw: dict[str, Any], path: Path, types: Catalogue) -> Baselin
     )
 
 
-def _single_valued(key: str, path: Path, types: Catalogue, where: str) -> None:
+def _single_valued(key: str, path: str, types: Catalogue, where: str) -> None:
     if key not in types.types or types.get(key).is_panel:
         raise PlanError(f"{path}: {where}: {key!r} is not a single-valued measurement type")
 

@@ -107,3 +107,28 @@ def _code(value: Decimal, points: CutPoints, band: Band) -> str:
 
 def _quantity(value: Decimal, unit: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def annotate(
+    observation: dict[str, Any], judged: RangeJudgement, component_keys: list[str], plan: str
+) -> None:
+    """Write interpretation and referenceRange into an Observation built by `to_fhir`.
+
+    `component_keys` names the Observation's components in order; `plan` says which plan
+    version set the band.
+    """
+    if judged.value is not None:
+        _annotate(observation, judged.value, plan)
+        return
+    parts = judged.components or {}
+    for key, component in zip(component_keys, observation.get("component", ()), strict=True):
+        if key in parts:
+            _annotate(component, parts[key], plan)
+
+
+def _annotate(element: dict[str, Any], judged: Judged, plan: str) -> None:
+    element["interpretation"] = [judged.interpretation()]
+    reference = judged.reference_range()
+    if reference is not None:
+        reference["text"] = f"green band of plan {plan}"
+        element["referenceRange"] = [reference]

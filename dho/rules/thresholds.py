@@ -1,17 +1,11 @@
-"""Default cut-points per measurement type, from `config/thresholds.yaml` (schema-checked)."""
+"""Cut-points and the traffic-light bands they divide a value into."""
 
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
-from pathlib import Path
-from typing import Any
-
-import jsonschema
-import yaml
 
 
 class Band(IntEnum):
@@ -58,42 +52,3 @@ class TypeThresholds:
 
     value: CutPoints | None = None
     components: dict[str, CutPoints] | None = None
-
-
-Thresholds = dict[str, TypeThresholds]
-
-
-class ThresholdsError(ValueError):
-    """The thresholds file is invalid."""
-
-
-def load_thresholds(config_dir: Path) -> Thresholds:
-    """Read and check `thresholds.yaml`; cut-points must be in increasing order."""
-    path = config_dir / "thresholds.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    schema = json.loads((config_dir / "thresholds.schema.json").read_text(encoding="utf-8"))
-    try:
-        jsonschema.validate(data, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        raise ThresholdsError(f"{path}: {where}: {exc.message}") from exc
-    result: Thresholds = {}
-    for type_key, entry in data.items():
-        if "components" in entry:
-            parts = {
-                name: _cutpoints(cp, f"{type_key}.{name}")
-                for name, cp in entry["components"].items()
-            }
-            result[type_key] = TypeThresholds(components=parts)
-        else:
-            result[type_key] = TypeThresholds(value=_cutpoints(entry, type_key))
-    return result
-
-
-def _cutpoints(entry: dict[str, Any], where: str) -> CutPoints:
-    points = CutPoints(**{k: Decimal(str(v)) for k, v in entry.items()})
-    if not points.ordered():
-        raise ThresholdsError(
-            f"{where}: cut-points must increase red_low < yellow_low < yellow_high < red_high"
-        )
-    return points

@@ -20,7 +20,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.db.engine import create_engine, session_factory
-from dho.db.models import Alert, ObservationRow, ObservationVersion, Quarantine, RawMessage
+from dho.db.models import (
+    Alert,
+    AlertEvidence,
+    ObservationRow,
+    ObservationVersion,
+    Quarantine,
+    RawMessage,
+)
 from dho.ingest import pipeline as pipeline_module
 from dho.ingest.batcher import Batcher
 from dho.ingest.failures import is_infrastructure_error
@@ -234,6 +241,7 @@ async def test_concurrent_writers_store_each_measurement_once(
     reference: ReferenceData,
     caplog: pytest.LogCaptureFixture,
     with_message_id: bool,
+    backend: str,
 ) -> None:
     await seed(sessions)
     other_engine = create_engine(settings)
@@ -258,14 +266,21 @@ async def test_concurrent_writers_store_each_measurement_once(
 
     async with sessions() as session:
         identities = (await session.scalars(select(ObservationRow.identity))).all()
-        alerts = (await session.scalars(select(Alert.observation_id))).all()
+        alerts = (await session.scalars(select(Alert))).all()
+        evidence = (await session.scalars(select(AlertEvidence.observation_id))).all()
     assert len(identities) == len(set(identities)) == 20
-    assert len(alerts) == len(set(alerts)) == 20
+    # one red episode for the patient, every stored reading attached to it once
+    assert [(a.rule, a.severity) for a in alerts] == [("range:blood-pressure", "red")]
+    assert len(evidence) == len(set(evidence)) == 20
     assert await count_rows(sessions, Quarantine) == 0
     if with_message_id:
         assert await count_rows(sessions, RawMessage) == 20
-    # the writers really raced: at least one lost at the unique key and retried
-    assert any("raced another writer" in m for m in fallbacks(caplog))
+    if backend == "sqlite":
+        # the writers really raced: at least one lost at the unique key and retried
+        assert any("raced another writer" in m for m in fallbacks(caplog))
+    else:
+        # PostgreSQL: the patient's row lock makes the second writer wait, then see the first
+        assert not any("raced another writer" in m for m in fallbacks(caplog))
 
 
 async def test_concurrent_batches_in_opposite_order_store_each_measurement_once(
@@ -290,7 +305,12 @@ async def test_concurrent_batches_in_opposite_order_store_each_measurement_once(
     for ra, rb in zip(a, b, strict=True):
         assert sorted([ra.items[0].status, rb.items[0].status]) == ["accepted", "duplicate"]
         assert ra.items[0].observation_id == rb.items[0].observation_id
-    assert await counts(sessions, ObservationRow, Alert, Quarantine) == [10, 10, 0]
+    assert await counts(sessions, ObservationRow, Alert, AlertEvidence, Quarantine) == [
+        10,
+        1,
+        10,
+        0,
+    ]
 
 
 # ---------------------------------------------------------------- infrastructure errors

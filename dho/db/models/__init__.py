@@ -1,6 +1,7 @@
 """All tables; importing this module registers them on `Base.metadata`."""
 
-from dho.db.models.alerts import Alert, DeliveryAttempt, OutboxDelivery
+from dho.db.models.alerts import Alert, AlertEvidence, DeliveryAttempt, OutboxDelivery
+from dho.db.models.care import PatientPause, PatientPlan, RuleState, SchedulerCheckpoint
 from dho.db.models.ingest import ObservationRow, ObservationVersion, Quarantine, RawMessage
 from dho.db.models.registry import (
     CareTeam,
@@ -15,6 +16,7 @@ from dho.db.models.registry import (
 
 __all__ = [
     "Alert",
+    "AlertEvidence",
     "CareTeam",
     "CareTeamMember",
     "DeliveryAttempt",
@@ -27,6 +29,10 @@ __all__ = [
     "Organization",
     "OutboxDelivery",
     "Patient",
+    "PatientPause",
+    "PatientPlan",
     "Quarantine",
     "RawMessage",
+    "RuleState",
+    "SchedulerCheckpoint",
 ]

@@ -46,6 +46,7 @@ class ObservationRow(Base):
     __tablename__ = "observation"
     __table_args__ = (
         Index(None, "patient_id", "code", "effective"),
+        Index("ix_observation_patient_type_effective", "patient_id", "type", "effective"),
         Index(None, "source_identifier"),
     )
 
@@ -60,6 +61,10 @@ class ObservationRow(Base):
     type: Mapped[str] = mapped_column(String(64))
     code: Mapped[str] = mapped_column(String(64))
     effective: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The reading's numbers as decimal text, for the rules' history: `value` for a single
+    # value, `components` as JSON for a panel.
+    value: Mapped[str | None] = mapped_column(String(40))
+    components: Mapped[str | None] = mapped_column(String(400))
     last_updated: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Synced long after it was measured: feeds trends, raises no acute alert.

@@ -1,0 +1,41 @@
+"""Hysteresis: a colour reached at a cut-point settles lower only once the value is back
+past that cut-point by a margin, so a value hovering at a cut-point does not flap.
+
+A value on a cut-point already belongs to the worse band (`CutPoints.band`); going up is
+immediate. Going down, the settled colour is the worst band within +/- margin of the
+value, but never worse than the colour before.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from dho.rules.thresholds import Band, CutPoints
+
+# Per measurement type, in its canonical unit: about the device's own measuring error.
+DEFAULT_MARGINS: dict[str, Decimal] = {
+    "blood-pressure": Decimal(3),
+    "heart-rate": Decimal(3),
+    "oxygen-saturation": Decimal(1),
+    "respiratory-rate": Decimal(1),
+    "body-temperature": Decimal("0.2"),
+    "body-weight": Decimal("0.3"),
+    "blood-glucose": Decimal("0.3"),
+}
+
+
+def margin_for(type_key: str, own: Decimal | None) -> Decimal:
+    """The plan's margin for a type, else the default (none for an unknown type)."""
+    if own is not None:
+        return own
+    return DEFAULT_MARGINS.get(type_key, Decimal(0))
+
+
+def held_band(points: CutPoints, value: Decimal, margin: Decimal) -> Band:
+    """The worst band within +/- margin of the value: where a falling colour is held."""
+    return max(points.band(value - margin), points.band(value), points.band(value + margin))
+
+
+def settle(previous: Band, band: Band, held: Band) -> Band:
+    """The colour after a reading: up at once to `band`, down no further than `held`."""
+    return max(band, min(previous, held))

@@ -1,0 +1,183 @@
+"""What the rules need about a batch's patients, read in a few bulk queries per batch:
+the plan versions that apply, pauses, and recent readings of the types their plans trend.
+
+Loading first locks the patients' rows (PostgreSQL; SQLite has one writer anyway), so two
+service processes judging readings of one patient take turns and see each other's alerts.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dho import jsonutil
+from dho.catalogue import Catalogue
+from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
+from dho.ingest.normalise import PlausibilityLimits
+from dho.rules.judge import AppliedPlan, PlanRef
+from dho.rules.plans import StandardPlan, load_standard_plans, plan_from_document
+from dho.rules.trends import Reading
+
+CHUNK = 500
+
+
+@dataclass(slots=True)
+class PlanCatalogue:
+    """The standard plans, and patients' plan versions parsed once (versions never change)."""
+
+    config_dir: Path
+    types: Catalogue
+    limits: PlausibilityLimits
+    standard: dict[str, StandardPlan]
+    default: str = "general"
+    _parsed: dict[str, StandardPlan] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, config_dir: Path, types: Catalogue, limits: PlausibilityLimits, default: str
+    ) -> PlanCatalogue:
+        standard = load_standard_plans(config_dir, types, limits)
+        if default not in standard:
+            raise ValueError(f"the default plan {default!r} is not under {config_dir}/plans")
+        return cls(config_dir, types, limits, standard, default)
+
+    def default_plan(self) -> AppliedPlan:
+        return AppliedPlan(
+            PlanRef(f"standard:{self.default}", 0, self.default), self.standard[self.default]
+        )
+
+    def version(self, row: PatientPlan) -> AppliedPlan:
+        plan = self._parsed.get(row.id)
+        if plan is None:
+            where = f"plan {row.id} (patient {row.patient_id}, version {row.version})"
+            data = jsonutil.loads(row.content)
+            plan = plan_from_document(data, where, self.config_dir, self.types, self.limits)
+            self._parsed[row.id] = plan
+        return AppliedPlan(PlanRef(row.id, row.version, row.standard_plan), plan, row.valid_from)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    reason: str
+    starts_at: datetime
+    ends_at: datetime
+
+    def covers(self, at: datetime) -> bool:
+        return self.starts_at <= at < self.ends_at
+
+
+@dataclass(slots=True)
+class PatientContext:
+    catalogue: PlanCatalogue
+    plans: dict[str, list[AppliedPlan]] = field(default_factory=dict)
+    pauses: dict[str, list[Pause]] = field(default_factory=dict)
+    history: dict[tuple[str, str], dict[str, Reading]] = field(default_factory=dict)
+
+    def plan_for(self, patient_id: str, at: datetime) -> AppliedPlan:
+        """The patient's plan version valid at `at`; the default standard plan before any."""
+        versions = self.plans.get(patient_id, [])
+        index = bisect.bisect_right([v.valid_from or at for v in versions], at) - 1
+        return versions[index] if index >= 0 else self.catalogue.default_plan()
+
+    def pause_at(self, patient_id: str, at: datetime) -> Pause | None:
+        return next((p for p in self.pauses.get(patient_id, ()) if p.covers(at)), None)
+
+    def readings(self, patient_id: str, type_key: str) -> list[Reading]:
+        return list(self.history.get((patient_id, type_key), {}).values())
+
+    def remember(self, patient_id: str, type_key: str, identity: str, reading: Reading) -> None:
+        self.history.setdefault((patient_id, type_key), {})[identity] = reading
+
+
+def lookback(plan: StandardPlan) -> timedelta:
+    """How far back the plan's trend and baseline rules look."""
+    days = [r.days or r.baseline_days or 0 for r in plan.changes]
+    days += [r.baseline_days for r in plan.baselines]
+    return timedelta(days=max(days, default=0))
+
+
+def trended_types(plan: StandardPlan) -> set[str]:
+    return {r.type for r in plan.changes} | {r.type for r in plan.baselines}
+
+
+async def load_patient_context(
+    session: AsyncSession,
+    catalogue: PlanCatalogue,
+    readings: Iterable[tuple[str, str, datetime]],
+) -> PatientContext:
+    """Lock the patients of (patient, type, effective) readings and read their context."""
+    wanted = list(readings)
+    ids = sorted({patient for patient, _, _ in wanted})
+    context = PatientContext(catalogue)
+    if not ids:
+        return context
+    for chunk in _chunks(ids):
+        await session.execute(
+            select(Patient.id)
+            .where(Patient.id.in_(chunk))
+            .order_by(Patient.id)
+            .with_for_update(key_share=True)
+        )
+        plans = select(PatientPlan).where(PatientPlan.patient_id.in_(chunk))
+        for row in await session.scalars(
+            plans.order_by(PatientPlan.valid_from, PatientPlan.version)
+        ):
+            context.plans.setdefault(row.patient_id, []).append(catalogue.version(row))
+        pauses = select(PatientPause).where(PatientPause.patient_id.in_(chunk))
+        for pause in await session.scalars(pauses):
+            context.pauses.setdefault(pause.patient_id, []).append(
+                Pause(pause.reason, pause.starts_at, pause.ends_at)
+            )
+    await _load_history(session, context, wanted)
+    return context
+
+
+async def _load_history(
+    session: AsyncSession, context: PatientContext, wanted: list[tuple[str, str, datetime]]
+) -> None:
+    """Readings of the trended types back to the longest look-back any reading needs."""
+    since: dict[tuple[str, str], datetime] = {}
+    for patient, type_key, effective in wanted:
+        plan = context.plan_for(patient, effective).plan
+        if type_key not in trended_types(plan):
+            continue
+        start = effective - lookback(plan)
+        key = (patient, type_key)
+        since[key] = min(since.get(key, start), start)
+    if not since:
+        return
+    earliest = min(since.values())
+    patients = sorted({p for p, _ in since})
+    types = sorted({t for _, t in since})
+    columns = (
+        ObservationRow.patient_id,
+        ObservationRow.type,
+        ObservationRow.identity,
+        ObservationRow.effective,
+        ObservationRow.value,
+    )
+    for chunk in _chunks(patients):
+        rows = await session.execute(
+            select(*columns).where(
+                ObservationRow.patient_id.in_(chunk),
+                ObservationRow.type.in_(types),
+                ObservationRow.effective >= earliest,
+                ObservationRow.value.is_not(None),
+            )
+        )
+        for patient, type_key, identity, effective, value in rows:
+            if (patient, type_key) in since and effective >= since[(patient, type_key)]:
+                reading = Reading(effective, Decimal(str(value)))
+                context.remember(patient, type_key, identity, reading)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
