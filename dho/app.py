@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from dho import runtime
-from dho.api import alerts, fhir, fhir_ingest, health, ingest, quarantine
+from dho.api import alerts, fhir, fhir_ingest, health, ingest, plans, quarantine
 from dho.api.problems import operation_outcome, problem
 from dho.settings import Settings, get_settings
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir.router)
     app.include_router(alerts.router)
     app.include_router(quarantine.router)
+    app.include_router(plans.router)
     return app
 
 

@@ -136,9 +136,12 @@ def gateways_receipts(name: str, state: str) -> None:
 
 def _add_subcommands() -> None:
     from dho.cli_adapters import adapters
+    from dho.cli_plans import patients, plans
     from dho.cli_quarantine import quarantine, replay_command
 
     main.add_command(adapters)
+    main.add_command(plans)
+    main.add_command(patients)
     main.add_command(quarantine)
     main.add_command(replay_command)
 

@@ -130,6 +130,7 @@ class EpisodeBook:
         alert_id = known.episode.id
         if outcome.action == "raise":
             known.episode = Episode(alert_id, band)
+        if finding.band >= known.episode.severity:  # the latest evidence at its colour
             known.summary = finding.summary
             known.details = self._details(finding, judgement)
         values = self.alert_updates.setdefault(alert_id, {})
