@@ -41,11 +41,17 @@ def _alert_json(alert: Alert) -> dict[str, Any]:
     return {
         "id": alert.id,
         "kind": alert.kind,
+        "rule": alert.rule,
         "severity": alert.severity,
         "status": alert.status,
+        "open": alert.open_key is not None,
         "summary": alert.summary,
         "details": jsonutil.loads(alert.details),
-        "patient": f"Patient/{alert.patient_id}",
+        "patient": f"Patient/{alert.patient_id}" if alert.patient_id else None,
+        "gateway": alert.gateway_id,
+        "device": f"Device/{alert.device_id}" if alert.device_id else None,
         "observation": f"Observation/{alert.observation_id}" if alert.observation_id else None,
+        "plan": {"id": alert.plan_id, "version": alert.plan_version} if alert.plan_id else None,
         "created": alert.created_at.isoformat(timespec="milliseconds"),
+        "updated": alert.updated_at.isoformat(timespec="milliseconds"),
     }

@@ -34,8 +34,15 @@ from dho.ingest.record import record
 from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve
 from dho.ingest.to_fhir import to_fhir
+from dho.rules import news2_inputs
 from dho.rules.judge import judge
-from dho.rules.patient_context import PatientContext, PlanCatalogue, load_patient_context
+from dho.rules.news2_rule import score_news2
+from dho.rules.patient_context import (
+    NEWS2_TYPES,
+    PatientContext,
+    PlanCatalogue,
+    load_patient_context,
+)
 from dho.rules.ranges import annotate
 from dho.rules.trends import Reading
 from dho.settings import Settings
@@ -163,10 +170,11 @@ class Pipeline:
             (p.raw.gateway, p.message_id) for p in plans if p.message_id and p.raw_id is None
         ]
         measured = [item.resolved.measurement for p in plans for item in p.items if item.resolved]
+        scores = [i.news2.identity for p in plans for i in p.items if i.news2 is not None]
         existing = await load_existing(
             session,
             message_keys,
-            [m.identity for m in measured],
+            [m.identity for m in measured] + scores,
             [m.source_key for m in measured if m.source_key],
         )
         existing.open_quarantine = dict(open_quarantine or {})
@@ -213,22 +221,26 @@ class Pipeline:
     async def _judge(self, session: AsyncSession, plans: list[MessagePlan]) -> None:
         """Judge every reading by its patient's plan, in arrival order, with the history."""
         items = [
-            (item, item.resolved)
+            (item, item.resolved, plan.raw.received_at)
             for plan in plans
             if plan.error is None
             for item in plan.items
             if item.resolved is not None and item.observation is not None and item.error is None
         ]
-        readings = [(r.patient_id, r.measurement.type, r.measurement.effective) for _, r in items]
+        readings = [
+            (r.patient_id, r.measurement.type, r.measurement.effective) for _, r, _ in items
+        ]
         context = await load_patient_context(session, self._reference.plans, readings)
-        for item, resolved in items:
+        for item, resolved, received_at in items:
             try:
-                self._judge_item(item, resolved, context)
+                self._judge_item(item, resolved, context, received_at)
             except Exception as exc:  # quarantine the reading rather than store it unjudged
                 log.exception("judging item %s failed unexpectedly", item.label)
                 item.error = processing_error(exc)
 
-    def _judge_item(self, item: ItemPlan, resolved: Resolved, context: PatientContext) -> None:
+    def _judge_item(
+        self, item: ItemPlan, resolved: Resolved, context: PatientContext, received_at: datetime
+    ) -> None:
         assert item.observation is not None
         m, patient = resolved.measurement, resolved.patient_id
         applied = context.plan_for(patient, m.effective)
@@ -236,6 +248,19 @@ class Pipeline:
         item.paused = context.pause_at(patient, m.effective)
         if m.value is not None:
             context.remember(patient, m.type, m.identity, Reading(m.effective, m.value.value))
+        vital = m.value or m.components.get("systolic")
+        if applied.plan.news2 is not None and m.type in NEWS2_TYPES and vital is not None:
+            reading = news2_inputs.Reading(item.observation["id"], m.type, m.effective, vital.value)
+            context.remember_vital(patient, m.identity, reading)
+            item.news2 = score_news2(
+                applied,
+                patient_id=patient,
+                birth_date=context.birth_dates.get(patient),
+                readings=context.recent_vitals(patient),
+                at=m.effective,
+                issued=received_at,
+                catalogue=self._reference.types,
+            )
         if item.judgement.range is not None:
             mtype = self._reference.types.get(m.type)
             keys = [c.key for c in mtype.components if c.key in m.components]

@@ -9,6 +9,7 @@ from dho.ingest.errors import DataError
 from dho.ingest.measurement import RawMessage, TimeFlag
 from dho.ingest.resolve import Resolved
 from dho.rules.judge import Judgement
+from dho.rules.news2_rule import News2Result
 from dho.rules.patient_context import Pause
 
 ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "ignored", "not-stored"]
@@ -26,6 +27,7 @@ class ItemPlan:
     judgement: Judgement | None = None
     quiet: bool = False  # late or stale: judged, but raises no acute alert
     paused: Pause | None = None
+    news2: News2Result | None = None  # the NEWS2 this reading completes, to store beside it
     reference: str | None = None
     late: bool = False
     error: DataError | None = None

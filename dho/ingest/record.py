@@ -27,6 +27,10 @@ from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
 from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult
 from dho.ingest.record_quarantine import QuarantineBook
+from dho.rules.judge import Judgement
+from dho.rules.news2_fhir import NEWS2_CODE
+from dho.rules.news2_rule import RULE as NEWS2_TYPE
+from dho.rules.news2_rule import News2Result
 
 # What the plan adds to a reading: not part of the reading itself.
 _JUDGED = ("interpretation", "referenceRange")
@@ -53,6 +57,7 @@ class _Batch:
     rows: _Rows = field(default_factory=_Rows)
     # Rows of this batch not inserted yet, for a reading corrected within the same batch.
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deferred_updates: list[Any] = field(default_factory=list)  # UPDATEs after the INSERTs
 
 
 async def record(
@@ -86,6 +91,8 @@ async def record(
         else:
             results.append(await _record_message(batch, plan, raw_id))
     await _insert_rows(session, batch.rows)
+    for statement in batch.deferred_updates:
+        await session.execute(statement)
     await episodes.flush(session, now)
     if book.new_rows:
         await session.execute(insert(Quarantine), book.new_rows)
@@ -232,7 +239,13 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
     if m.source_key is not None:
         batch.existing.by_source_identifier.setdefault(m.source_key, []).append(stored)
     book.item_stored(raw_id, item.label, f"Observation/{observation_id}")
-    judged = _alerting(batch, item, resource, observation_id)
+    judged = _alerting(batch, item, item.judgement, resource, observation_id)
+    if item.news2 is not None:
+        score_id, score_resource = _record_news2(batch, item, item.news2, raw_id)
+        if score_id is not None:
+            scored = _alerting(batch, item, item.news2.judgement, score_resource, score_id)
+            if scored.get("alert_id") and not judged.get("alert_id"):
+                judged |= {k: scored[k] for k in ("alert_id", "alert_severity")}
     return ItemResult(
         item.index,
         "accepted",
@@ -246,10 +259,14 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
 
 
 def _alerting(
-    batch: _Batch, item: ItemPlan, resource: dict[str, Any], observation_id: str
+    batch: _Batch,
+    item: ItemPlan,
+    judgement: Judgement | None,
+    resource: dict[str, Any],
+    observation_id: str,
 ) -> dict[str, Any]:
     """The reading's findings against the patient's episodes; what its receipt says."""
-    judgement, resolved = item.judgement, item.resolved
+    resolved = item.resolved
     if judgement is None or resolved is None:
         return {}
     out: dict[str, Any] = {
@@ -276,6 +293,56 @@ def _alerting(
     if touched.action == "ask-repeat" and repeat_within is not None:
         return out | {"repeat_within_minutes": repeat_within // timedelta(minutes=1)}
     return out | {"alert_id": touched.alert_id, "alert_severity": touched.severity.label}
+
+
+def _record_news2(
+    batch: _Batch, item: ItemPlan, score: News2Result, raw_id: int
+) -> tuple[str | None, dict[str, Any]]:
+    """Store the NEWS2 this reading completed: new, or a new version when its inputs
+    changed the score; (None, ...) when the stored score already says the same."""
+    assert item.resolved is not None
+    digest = _digest(score.resource)
+    known = batch.existing.observations.get(score.identity)
+    if known is not None and known.value_digest == digest:
+        return None, score.resource
+    version = 1 if known is None else known.version_id + 1
+    resource = _with_meta(score.resource, version, batch.now)
+    text = jsonutil.dumps(resource)
+    observation_id = str(resource["id"])
+    values: dict[str, Any] = {
+        "patient_id": item.resolved.patient_id,
+        "device_id": item.resolved.device_id,
+        "value": str(score.total),
+        "components": None,
+        "received_at": batch.now,
+        "late": item.late,
+        "version_id": version,
+        "value_digest": digest,
+        "last_updated": batch.now,
+        "raw_message_id": raw_id,
+        "resource": text,
+    }
+    pending = batch.pending_observations.get(observation_id)
+    if pending is not None:
+        pending.update(values)
+    elif known is None:
+        row = values | {
+            "id": observation_id,
+            "identity": score.identity,
+            "source_identifier": None,
+            "type": NEWS2_TYPE,
+            "code": NEWS2_CODE,
+            "effective": score.effective,
+        }
+        batch.rows.observations.append(row)
+        batch.pending_observations[observation_id] = row
+    else:
+        statement = update(ObservationRow).where(ObservationRow.id == observation_id)
+        batch.deferred_updates.append(statement.values(**values))
+    batch.rows.versions.append(_version_row(observation_id, version, raw_id, text, batch.now))
+    stored = StoredObservation(observation_id, version, digest, score.identity, raw_id)
+    batch.existing.observations[score.identity] = stored
+    return observation_id, resource
 
 
 def _same_reading(batch: _Batch, m: Measurement, digest: str) -> StoredObservation | None:

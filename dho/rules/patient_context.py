@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,11 +21,20 @@ from dho import jsonutil
 from dho.catalogue import Catalogue
 from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
 from dho.ingest.normalise import PlausibilityLimits
+from dho.rules import news2_inputs
 from dho.rules.judge import AppliedPlan, PlanRef
 from dho.rules.plans import StandardPlan, load_standard_plans, plan_from_document
 from dho.rules.trends import Reading
 
 CHUNK = 500
+# The measurement types NEWS2 reads (blood pressure: its systolic component).
+NEWS2_TYPES = (
+    "respiratory-rate",
+    "oxygen-saturation",
+    "blood-pressure",
+    "heart-rate",
+    "body-temperature",
+)
 
 
 @dataclass(slots=True)
@@ -79,6 +88,8 @@ class PatientContext:
     plans: dict[str, list[AppliedPlan]] = field(default_factory=dict)
     pauses: dict[str, list[Pause]] = field(default_factory=dict)
     history: dict[tuple[str, str], dict[str, Reading]] = field(default_factory=dict)
+    birth_dates: dict[str, date | None] = field(default_factory=dict)
+    vitals: dict[str, dict[str, news2_inputs.Reading]] = field(default_factory=dict)
 
     def plan_for(self, patient_id: str, at: datetime) -> AppliedPlan:
         """The patient's plan version valid at `at`; the default standard plan before any."""
@@ -94,6 +105,12 @@ class PatientContext:
 
     def remember(self, patient_id: str, type_key: str, identity: str, reading: Reading) -> None:
         self.history.setdefault((patient_id, type_key), {})[identity] = reading
+
+    def recent_vitals(self, patient_id: str) -> list[news2_inputs.Reading]:
+        return list(self.vitals.get(patient_id, {}).values())
+
+    def remember_vital(self, patient_id: str, identity: str, reading: news2_inputs.Reading) -> None:
+        self.vitals.setdefault(patient_id, {})[identity] = reading
 
 
 def lookback(plan: StandardPlan) -> timedelta:
@@ -119,12 +136,13 @@ async def load_patient_context(
     if not ids:
         return context
     for chunk in _chunks(ids):
-        await session.execute(
-            select(Patient.id)
+        locked = await session.execute(
+            select(Patient.id, Patient.birth_date)
             .where(Patient.id.in_(chunk))
             .order_by(Patient.id)
             .with_for_update(key_share=True)
         )
+        context.birth_dates.update((pid, born) for pid, born in locked)
         plans = select(PatientPlan).where(PatientPlan.patient_id.in_(chunk))
         for row in await session.scalars(
             plans.order_by(PatientPlan.valid_from, PatientPlan.version)
@@ -136,7 +154,45 @@ async def load_patient_context(
                 Pause(pause.reason, pause.starts_at, pause.ends_at)
             )
     await _load_history(session, context, wanted)
+    await _load_vitals(session, context, wanted)
     return context
+
+
+async def _load_vitals(
+    session: AsyncSession, context: PatientContext, wanted: list[tuple[str, str, datetime]]
+) -> None:
+    """NEWS2's inputs within the window before each reading, for plans that score it."""
+    since: dict[str, datetime] = {}
+    for patient, type_key, effective in wanted:
+        settings = context.plan_for(patient, effective).plan.news2
+        if settings is None or type_key not in NEWS2_TYPES:
+            continue
+        start = effective - settings.window
+        since[patient] = min(since.get(patient, start), start)
+    if not since:
+        return
+    columns = (
+        ObservationRow.patient_id,
+        ObservationRow.id,
+        ObservationRow.identity,
+        ObservationRow.type,
+        ObservationRow.effective,
+        ObservationRow.value,
+        ObservationRow.components,
+    )
+    for chunk in _chunks(sorted(since)):
+        rows = await session.execute(
+            select(*columns).where(
+                ObservationRow.patient_id.in_(chunk),
+                ObservationRow.type.in_(NEWS2_TYPES),
+                ObservationRow.effective >= min(since.values()),
+            )
+        )
+        for patient, oid, identity, type_key, effective, value, components in rows:
+            number = jsonutil.loads(components).get("systolic") if components else value
+            if number is not None and effective >= since[patient]:
+                reading = news2_inputs.Reading(oid, type_key, effective, Decimal(str(number)))
+                context.remember_vital(patient, identity, reading)
 
 
 async def _load_history(

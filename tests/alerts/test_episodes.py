@@ -4,7 +4,6 @@ patient and rule, severity rising only, hysteresis, pauses, repeat measurements,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,64 +19,23 @@ from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.plan import ItemResult
 from dho.ingest.receipts import item_receipt
 from dho.rules import plan_store
-from dho.rules.plan_store import PlanRequest
 from dho.settings import Settings
+from tests.alerts.episode_support import (
+    DAY0,
+    NOW,
+    OXIMETER_A,
+    SCALE_A,
+    SCALE_B,
+    give_plan,
+    send,
+)
 from tests.fhir_checks import assert_valid_fhir_json
 from tests.support import (
     PATIENT_A,
     PATIENT_B,
     blood_pressure,
-    patient_id,
-    raw_message,
     reading,
-    register_device,
-    seed,
 )
-
-SCALE_A = "00-1C-05-FF-FE-0A-00-01"
-SCALE_B = "00-1C-05-FF-FE-0A-00-02"
-OXIMETER_A = "00-1C-05-FF-FE-0A-00-03"
-HPR_NURSE, HPR_GP = "1234567", "7654321"
-NOW = datetime.now(UTC).replace(microsecond=0)
-DAY0 = NOW - timedelta(days=2, hours=12)
-
-
-@pytest.fixture
-async def patients(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
-    await seed(sessions)
-    start = NOW - timedelta(days=60)
-    await register_device(sessions, SCALE_A, [(PATIENT_A, start, None)])
-    await register_device(sessions, SCALE_B, [(PATIENT_B, start, None)])
-    await register_device(sessions, OXIMETER_A, [(PATIENT_A, start, None)])
-    return {
-        PATIENT_A: await patient_id(sessions, PATIENT_A),
-        PATIENT_B: await patient_id(sessions, PATIENT_B),
-    }
-
-
-async def give_plan(
-    sessions: async_sessionmaker[AsyncSession],
-    reference: ReferenceData,
-    patient: str,
-    standard: str,
-    adjust: dict[str, Any] | None = None,
-) -> str:
-    request = PlanRequest(standard, HPR_NURSE, HPR_GP, NOW - timedelta(days=30), adjust)
-    async with sessions() as session, session.begin():
-        row = await plan_store.add_plan_version(session, reference.plans, patient, request)
-    return row.id
-
-
-async def send(
-    pipeline: Pipeline, body: Any, received: datetime | None = None, status: str = "accepted"
-) -> ItemResult:
-    """One measurement, received when it was measured (a live reading) unless told."""
-    raw = raw_message(body)
-    when = received or datetime.fromisoformat(body["time"]) + timedelta(seconds=5)
-    [result] = await pipeline.process([dataclasses.replace(raw, received_at=when)])
-    [item] = result.items
-    assert item.status == status, item
-    return item
 
 
 def weight(device: str, when: datetime, kg: str) -> dict[str, Any]:
