@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dho import jsonutil
 from dho.alerts.episodes import Episode, RuleMemory, decide
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
-from dho.rules.judge import Finding, Judgement
+from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
 
 
@@ -38,6 +38,43 @@ class Touched:
     alert_id: str | None
     severity: Band
     action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Evidence for one rule's episode of one subject (`patient:<id>`, `gateway:<id>`,
+    `device:<id>`); `band` the episode's colour, `evidence_band` this evidence's own."""
+
+    subject: str
+    rule: str
+    kind: str
+    band: Band
+    summary: str
+    details: dict[str, Any]
+    evidence_band: Band | None = None
+    patient_id: str | None = None
+    gateway_id: str | None = None
+    device_id: str | None = None
+    observation_id: str | None = None
+    plan: PlanRef | None = None
+
+
+def memory_of(state: RuleState) -> RuleMemory:
+    plan = None
+    if state.repeat_plan_id is not None and state.repeat_plan_version is not None:
+        name = state.repeat_plan_id.removeprefix("standard:")
+        plan = PlanRef(state.repeat_plan_id, state.repeat_plan_version, name)
+    return RuleMemory(
+        Band(state.band),
+        state.repeat_until,
+        state.repeat_observation_id,
+        state.repeat_summary,
+        plan,
+    )
+
+
+def _reference(resource_type: str, resource_id: str | None) -> str | None:
+    return f"{resource_type}/{resource_id}" if resource_id else None
 
 
 def open_key(subject: str, rule: str) -> str:
@@ -118,76 +155,90 @@ class EpisodeBook:
         if outcome.memory != memory:
             self.memories[key] = outcome.memory
             self.changed_memories.add(key)
-        band = outcome.memory.band
         if outcome.action == "ask-repeat":
+            asked = replace(
+                outcome.memory, repeat_summary=finding.summary, repeat_plan=judgement.plan
+            )
+            self.memories[key] = asked
             return Touched(None, finding.band, "ask-repeat")
-        if outcome.action == "open":
-            alert = self._open(finding, judgement, patient_id, observation_id, band, now)
-            self._deliver(alert, "alert.created", resource, now)
-            return Touched(alert["id"], band, "open")
-        if known is None or outcome.action == "none":
+        if outcome.action == "none" or (outcome.action != "open" and episode_key not in self.open):
             return None
+        return self.report(
+            Report(
+                subject=f"patient:{patient_id}",
+                rule=finding.rule,
+                kind=finding.kind,
+                band=outcome.memory.band,
+                evidence_band=finding.band,
+                summary=finding.summary,
+                details=self._details(finding, judgement),
+                patient_id=patient_id,
+                observation_id=observation_id,
+                plan=judgement.plan,
+            ),
+            now,
+            resource,
+        )
+
+    def report(
+        self, report: Report, now: datetime, resource: dict[str, Any] | None = None
+    ) -> Touched:
+        """Open the subject's episode of the rule, or add the evidence to the open one
+        (raising its severity when worse); deliveries for a new or worsened alert."""
+        key = open_key(report.subject, report.rule)
+        known = self.open.get(key)
+        evidence_band = report.evidence_band or report.band
+        if known is None:
+            alert = self._new_alert(key, report, now)
+            self._evidence(alert["id"], report.observation_id, evidence_band, report.summary, now)
+            self._deliver(alert | {"details": report.details}, "alert.created", resource, now)
+            return Touched(alert["id"], report.band, "open")
         alert_id = known.episode.id
-        if outcome.action == "raise":
-            known.episode = Episode(alert_id, band)
-        if finding.band >= known.episode.severity:  # the latest evidence at its colour
-            known.summary = finding.summary
-            known.details = self._details(finding, judgement)
-        values = self.alert_updates.setdefault(alert_id, {})
-        values.update(
+        raised = report.band > known.episode.severity
+        if raised:
+            known.episode = Episode(alert_id, report.band)
+        if evidence_band >= known.episode.severity:  # the latest evidence at its colour
+            known.summary, known.details = report.summary, report.details
+        self.alert_updates.setdefault(alert_id, {}).update(
             severity=known.episode.severity.label,
             summary=known.summary,
             details=jsonutil.dumps(known.details),
             updated_at=now,
         )
-        self._evidence(alert_id, observation_id, finding, now)
-        if outcome.action == "raise":
-            raised: dict[str, Any] = {
-                "id": alert_id,
-                "kind": finding.kind,
-                "rule": finding.rule,
-                "severity": band.label,
-                "status": "reported",
-                "summary": finding.summary,
-                "details": known.details,
-                "patient_id": patient_id,
-                "observation_id": observation_id,
-            }
-            self._deliver(raised, "alert.updated", resource, now)
-        return Touched(alert_id, known.episode.severity, outcome.action)
+        self._evidence(alert_id, report.observation_id, evidence_band, report.summary, now)
+        if raised:
+            current = self._row(alert_id, key, report, now) | {"details": known.details}
+            self._deliver(current, "alert.updated", resource, now)
+        return Touched(alert_id, known.episode.severity, "raise" if raised else "attach")
 
-    def _open(
-        self,
-        finding: Finding,
-        judgement: Judgement,
-        patient_id: str,
-        observation_id: str,
-        band: Band,
-        now: datetime,
-    ) -> dict[str, Any]:
-        details = self._details(finding, judgement)
-        alert: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "kind": finding.kind,
-            "rule": finding.rule,
-            "open_key": open_key(f"patient:{patient_id}", finding.rule),
-            "severity": band.label,
+    def _new_alert(self, key: str, report: Report, now: datetime) -> dict[str, Any]:
+        alert = self._row(str(uuid.uuid4()), key, report, now)
+        self.new_alerts.append(alert)
+        self.open[key] = _OpenAlert(
+            Episode(alert["id"], report.band), report.summary, report.details
+        )
+        return alert
+
+    @staticmethod
+    def _row(alert_id: str, key: str, report: Report, now: datetime) -> dict[str, Any]:
+        return {
+            "id": alert_id,
+            "kind": report.kind,
+            "rule": report.rule,
+            "open_key": key,
+            "severity": report.band.label,
             "status": "reported",
-            "patient_id": patient_id,
-            "observation_id": observation_id,
-            "plan_id": judgement.plan.id,
-            "plan_version": judgement.plan.version,
-            "summary": finding.summary,
-            "details": jsonutil.dumps(details),
+            "patient_id": report.patient_id,
+            "gateway_id": report.gateway_id,
+            "device_id": report.device_id,
+            "observation_id": report.observation_id,
+            "plan_id": report.plan.id if report.plan else None,
+            "plan_version": report.plan.version if report.plan else None,
+            "summary": report.summary,
+            "details": jsonutil.dumps(report.details),
             "created_at": now,
             "updated_at": now,
         }
-        self.new_alerts.append(alert)
-        self.open[alert["open_key"]] = _OpenAlert(
-            Episode(alert["id"], band), finding.summary, details
-        )
-        self._evidence(alert["id"], observation_id, finding, now)
-        return alert | {"details": details}
 
     @staticmethod
     def _details(finding: Finding, judgement: Judgement) -> dict[str, Any]:
@@ -199,20 +250,20 @@ class EpisodeBook:
         }
 
     def _evidence(
-        self, alert_id: str, observation_id: str, finding: Finding, now: datetime
+        self, alert_id: str, observation_id: str | None, band: Band, summary: str, now: datetime
     ) -> None:
         self.evidence.append(
             {
                 "alert_id": alert_id,
                 "observation_id": observation_id,
-                "severity": finding.band.label,
-                "summary": finding.summary,
+                "severity": band.label,
+                "summary": summary,
                 "added_at": now,
             }
         )
 
     def _deliver(
-        self, alert: dict[str, Any], event: str, resource: dict[str, Any], now: datetime
+        self, alert: dict[str, Any], event: str, resource: dict[str, Any] | None, now: datetime
     ) -> None:
         for target in self.targets:
             delivery_id = str(uuid.uuid4())
@@ -227,8 +278,10 @@ class EpisodeBook:
                     "status": alert["status"],
                     "summary": alert["summary"],
                     "details": alert["details"],
-                    "patient": f"Patient/{alert['patient_id']}",
-                    "observation": f"Observation/{alert['observation_id']}",
+                    "patient": _reference("Patient", alert.get("patient_id")),
+                    "gateway": alert.get("gateway_id"),
+                    "device": _reference("Device", alert.get("device_id")),
+                    "observation": _reference("Observation", alert.get("observation_id")),
                     "created": now.isoformat(timespec="milliseconds"),
                 },
                 "observation": resource,
@@ -264,6 +317,9 @@ class EpisodeBook:
                 "band": int(memory.band),
                 "repeat_until": memory.repeat_until,
                 "repeat_observation_id": memory.repeat_observation_id,
+                "repeat_summary": memory.repeat_summary,
+                "repeat_plan_id": memory.repeat_plan.id if memory.repeat_plan else None,
+                "repeat_plan_version": memory.repeat_plan.version if memory.repeat_plan else None,
                 "updated_at": now,
             }
             if key in self.stored_memories:
@@ -279,6 +335,24 @@ class EpisodeBook:
             await session.execute(insert(RuleState), inserts)
 
 
+async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Iterable[str]) -> None:
+    """Add the open episodes with these keys (any subject) to the book."""
+    wanted = sorted(set(keys))
+    for start in range(0, len(wanted), 500):
+        query = select(Alert).where(Alert.open_key.in_(wanted[start : start + 500]))
+        for alert in await session.scalars(query):
+            _add_open(book, alert)
+
+
+def _add_open(book: EpisodeBook, alert: Alert) -> None:
+    assert alert.open_key is not None
+    book.open[alert.open_key] = _OpenAlert(
+        Episode(alert.id, Band[alert.severity.upper()]),
+        alert.summary,
+        jsonutil.loads(alert.details),
+    )
+
+
 async def load_episode_book(
     session: AsyncSession, patient_ids: Iterable[str], targets: tuple[DeliveryTarget, ...]
 ) -> EpisodeBook:
@@ -291,16 +365,9 @@ async def load_episode_book(
             select(RuleState).where(RuleState.patient_id.in_(chunk))
         ):
             key = (state.patient_id, state.rule)
-            book.memories[key] = RuleMemory(
-                Band(state.band), state.repeat_until, state.repeat_observation_id
-            )
+            book.memories[key] = memory_of(state)
             book.stored_memories.add(key)
         open_alerts = select(Alert).where(Alert.patient_id.in_(chunk), Alert.open_key.is_not(None))
         for alert in await session.scalars(open_alerts):
-            assert alert.open_key is not None
-            book.open[alert.open_key] = _OpenAlert(
-                Episode(alert.id, Band[alert.severity.upper()]),
-                alert.summary,
-                jsonutil.loads(alert.details),
-            )
+            _add_open(book, alert)
     return book

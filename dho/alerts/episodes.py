@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from dho.rules.hysteresis import settle
-from dho.rules.judge import Finding
+from dho.rules.judge import Finding, PlanRef
 from dho.rules.thresholds import Band
 
 Action = Literal["none", "open", "raise", "attach", "ask-repeat"]
@@ -27,6 +27,8 @@ class RuleMemory:
     band: Band = Band.GREEN
     repeat_until: datetime | None = None
     repeat_observation_id: str | None = None
+    repeat_summary: str | None = None
+    repeat_plan: PlanRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho import jsonutil
+from dho.alerts.jobs import alert_unrepeated
 from dho.db.engine import create_engine, session_factory
 from dho.db.models import Alert, AlertEvidence, ObservationRow, RuleState
 from dho.ingest.pipeline import Pipeline, ReferenceData
@@ -277,3 +278,27 @@ async def test_a_correction_is_judged_again(
     first = await send(pipeline, blood_pressure(128, 80, when))
     corrected = await send(pipeline, blood_pressure(185, 80, when), NOW)
     assert first.alert_id is None and corrected.amended and corrected.alert_severity == "red"
+
+
+async def test_a_repeat_that_never_comes_still_raises_the_yellow_alert(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
+) -> None:
+    await give_plan(
+        sessions,
+        pipeline.reference,
+        patients[PATIENT_A],
+        "general",
+        {"repeat_before_yellow": {"within_minutes": 15}},
+    )
+    asked = await send(pipeline, spo2(NOW - timedelta(minutes=2), 91))
+    assert asked.repeat_within_minutes == 15
+    assert await alert_unrepeated(sessions, (), datetime.now(UTC)) == 0  # not due yet
+    later = datetime.now(UTC) + timedelta(minutes=16)
+    assert await alert_unrepeated(sessions, (), later) == 1
+    assert await alert_unrepeated(sessions, (), later) == 0  # raised once
+    [alert] = await alerts(sessions)
+    assert (alert.severity, alert.observation_id) == ("yellow", asked.observation_id)
+    assert "not measured again in time" in alert.summary
+    # the patient measures yellow again: the same episode, no second alert
+    again = await send(pipeline, spo2(NOW - timedelta(minutes=1), 91))
+    assert again.alert_id == alert.id

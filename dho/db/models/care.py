@@ -60,6 +60,9 @@ class RuleState(Base):
     band: Mapped[int] = mapped_column(Integer)
     repeat_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     repeat_observation_id: Mapped[str | None] = mapped_column(String(64))
+    repeat_summary: Mapped[str | None] = mapped_column(Text)
+    repeat_plan_id: Mapped[str | None] = mapped_column(String(64))
+    repeat_plan_version: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -76,6 +76,9 @@ def upgrade() -> None:
         sa.Column("band", sa.Integer(), nullable=False),
         sa.Column("repeat_until", _TIME, nullable=True),
         sa.Column("repeat_observation_id", sa.String(length=64), nullable=True),
+        sa.Column("repeat_summary", sa.Text(), nullable=True),
+        sa.Column("repeat_plan_id", sa.String(length=64), nullable=True),
+        sa.Column("repeat_plan_version", sa.Integer(), nullable=True),
         sa.Column("updated_at", _TIME, nullable=False),
         sa.ForeignKeyConstraint(
             ["patient_id"], ["patient.id"], name=op.f("fk_rule_state_patient_id_patient")
