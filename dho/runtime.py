@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,6 +24,7 @@ from dho.ingest.batcher import Batcher
 from dho.ingest.embedded_broker import EmbeddedBroker, ensure_broker
 from dho.ingest.mqtt import MqttListener
 from dho.ingest.pipeline import Pipeline, ReferenceData
+from dho.scheduler import start_scheduler
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Runtime:
     listener: MqttListener | None = None
     broker: EmbeddedBroker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    scheduler: AsyncIOScheduler | None = None
     http: httpx.AsyncClient | None = None
 
     async def database_ready(self) -> bool:
@@ -77,6 +80,7 @@ async def start(settings: Settings) -> Runtime:
             log.warning("the embedded broker has no shared subscriptions: subscribing plainly")
         rt.listener = MqttListener(settings, batcher, embedded=embedded)
         rt.listener.start()
+    rt.scheduler = start_scheduler(settings, sessions)
     if settings.webhook_url:
         rt.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
         rt.tasks.append(asyncio.create_task(_deliver_forever(rt), name="outbox"))
@@ -88,6 +92,8 @@ async def stop(rt: Runtime) -> None:
     if rt.listener is not None:
         rt.listener.stop()
     await rt.batcher.drain(timeout_s=10)
+    if rt.scheduler is not None:
+        rt.scheduler.shutdown(wait=False)
     for task in rt.tasks:
         task.cancel()
     for task in rt.tasks:

@@ -21,6 +21,7 @@ from dho.alerts.episodes import Episode, RuleMemory, decide
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
+from dho.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,11 @@ def memory_of(state: RuleState) -> RuleMemory:
 
 def _reference(resource_type: str, resource_id: str | None) -> str | None:
     return f"{resource_type}/{resource_id}" if resource_id else None
+
+
+def delivery_targets(settings: Settings) -> tuple[DeliveryTarget, ...]:
+    """Where every new or worsened alert goes (until routing decides per alert)."""
+    return (DeliveryTarget("webhook", settings.webhook_url),) if settings.webhook_url else ()
 
 
 def open_key(subject: str, rule: str) -> str:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dho.alerts.episode_book import DeliveryTarget, load_episode_book
+from dho.alerts.episode_book import delivery_targets, load_episode_book
 from dho.catalogue import Catalogue, load_catalogue
 from dho.ingest.accept import accept
 from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
@@ -94,9 +94,7 @@ class Pipeline:
         self._settings = settings
         self._sessions = sessions
         self._reference = reference
-        self._targets: tuple[DeliveryTarget, ...] = (
-            (DeliveryTarget("webhook", settings.webhook_url),) if settings.webhook_url else ()
-        )
+        self._targets = delivery_targets(settings)
 
     @property
     def reference(self) -> ReferenceData:
