@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho.alerts.episode_book import delivery_targets
 from dho.alerts.jobs import alert_unrepeated
+from dho.alerts.missing_job import check_missing
+from dho.rules.patient_context import PlanCatalogue
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,10 +24,24 @@ REPEAT_CHECK_S = 60
 
 
 def start_scheduler(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], plans: PlanCatalogue
 ) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     targets = delivery_targets(settings)
+    zone = ZoneInfo(settings.device_time_zone)
+    silence = timedelta(seconds=settings.device_silent_after_s)
+
+    async def missing() -> None:
+        run = await check_missing(
+            sessions, plans, targets, zone=zone, silence=silence, now=datetime.now(UTC)
+        )
+        if run is not None and (run.not_reported or run.outages):
+            log.info(
+                "windows up to %s: %d patient(s) did not report, %d outage(s)",
+                run.until.isoformat(timespec="minutes"),
+                run.not_reported,
+                run.outages,
+            )
 
     async def repeats() -> None:
         raised = await alert_unrepeated(sessions, targets, datetime.now(UTC))
@@ -32,6 +49,7 @@ def start_scheduler(
             log.info("%d yellow alert(s) raised: repeat measurement not received", raised)
 
     _every(scheduler, "repeat-measurements", REPEAT_CHECK_S, repeats)
+    _every(scheduler, "missing-measurements", settings.missing_check_interval_s, missing)
     scheduler.start()
     return scheduler
 

@@ -1,6 +1,7 @@
 """Periodic alerting jobs, safe to run in every service process at once.
 
-- repeats: a yellow outlier whose repeat measurement did not come in time is alerted.
+- repeats: a yellow outlier whose repeat measurement did not come in time is alerted
+  (the missing-measurement job is `dho.alerts.missing_job`).
 """
 
 from __future__ import annotations

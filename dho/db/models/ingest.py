@@ -28,7 +28,10 @@ class RawMessage(Base):
 
     __tablename__ = "raw_message"
     # message_id first: it is the selective column that the duplicate check looks up.
-    __table_args__ = (UniqueConstraint("message_id", "gateway_id"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "gateway_id"),
+        Index(None, "gateway_id", "received_at"),  # when a gateway last delivered
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     transport: Mapped[str] = mapped_column(String(8))

@@ -143,6 +143,9 @@ def upgrade() -> None:
         batch.create_index(
             batch.f("ix_observation_patient_type_effective"), ["patient_id", "type", "effective"]
         )
+    op.create_index(
+        op.f("ix_raw_message_gateway_id"), "raw_message", ["gateway_id", "received_at"]
+    )
     _reading_values()
 
 
@@ -169,6 +172,7 @@ def _reading_values() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_raw_message_gateway_id"), table_name="raw_message")
     with op.batch_alter_table("observation") as batch:
         batch.drop_index(batch.f("ix_observation_patient_type_effective"))
         batch.drop_column("components")
