@@ -1,0 +1,106 @@
+"""Calm alerting, table-driven: hysteresis at each side of a cut-point, and what a finding
+does to an episode (open, raise, attach, nothing, ask for a repeat)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from dho.alerts.episodes import Episode, RuleMemory, decide
+from dho.rules.hysteresis import held_band, settle
+from dho.rules.judge import OUT_OF_RANGE, Finding
+from dho.rules.thresholds import Band, CutPoints
+
+G, Y, R = Band.GREEN, Band.YELLOW, Band.RED
+SYSTOLIC = CutPoints(Decimal(80), Decimal(95), Decimal(160), Decimal(180))
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "held"),
+    [
+        # margin 3 around yellow-high 160 and red-high 180
+        (156, G),
+        (157, Y),
+        (159, Y),
+        (160, Y),
+        (176, Y),
+        (177, R),
+        (183, R),
+        # and around yellow-low 95, red-low 80
+        (99, G),
+        (98, Y),
+        (83, R),
+        (84, Y),
+    ],
+)
+def test_held_band_is_the_worst_band_within_the_margin(value: int, held: Band) -> None:
+    assert held_band(SYSTOLIC, Decimal(value), Decimal(3)) == held
+
+
+@pytest.mark.parametrize(
+    ("previous", "band", "held", "settled"),
+    [
+        (G, Y, Y, Y),  # up at once
+        (G, R, R, R),
+        (Y, R, R, R),
+        (Y, G, Y, Y),  # down: held while within the margin
+        (Y, G, G, G),  # past the margin: down
+        (R, Y, R, R),
+        (R, G, Y, Y),  # down no further than the held band
+        (Y, G, R, Y),  # never worse than before
+        (G, G, Y, G),  # a green hovering value near a cut-point does not rise
+    ],
+)
+def test_settle(previous: Band, band: Band, held: Band, settled: Band) -> None:
+    assert settle(previous, band, held) == settled
+
+
+def finding(band: Band, held: Band | None = None, repeatable: bool = True) -> Finding:
+    return Finding("range:x", OUT_OF_RANGE, band, held or band, "x", {}, repeatable)
+
+
+OPEN_Y = Episode("a", Y)
+OPEN_R = Episode("a", R)
+WAITING = RuleMemory(G, NOW + timedelta(minutes=10), "obs-1")
+
+
+@pytest.mark.parametrize(
+    ("memory", "episode", "found", "repeat", "action", "band"),
+    [
+        (RuleMemory(G), None, finding(G), None, "none", G),
+        (RuleMemory(G), None, finding(Y), None, "open", Y),
+        (RuleMemory(G), None, finding(R), None, "open", R),
+        (RuleMemory(Y), None, finding(Y), None, "none", Y),  # equal state after a close
+        (RuleMemory(Y), None, finding(R), None, "open", R),  # worse after a close
+        (RuleMemory(Y), OPEN_Y, finding(Y), None, "attach", Y),
+        (RuleMemory(Y), OPEN_Y, finding(R), None, "raise", R),
+        (RuleMemory(R), OPEN_R, finding(Y, R), None, "attach", R),  # better: joins, stays red
+        (RuleMemory(Y), OPEN_Y, finding(G, Y), None, "none", Y),  # green held: nothing to add
+        (RuleMemory(Y), OPEN_Y, finding(G), None, "none", G),
+        # a repeat measurement before a single yellow outlier
+        (RuleMemory(G), None, finding(Y), 15, "ask-repeat", G),
+        (RuleMemory(G), None, finding(R), 15, "open", R),  # red is never held back
+        (RuleMemory(G), None, finding(Y, repeatable=False), 15, "open", Y),  # trends: at once
+        (WAITING, None, finding(Y), 15, "open", Y),  # the repeat confirms
+        (WAITING, None, finding(G), 15, "none", G),  # the repeat is fine
+    ],
+)
+def test_decide(
+    memory: RuleMemory,
+    episode: Episode | None,
+    found: Finding,
+    repeat: int | None,
+    action: str,
+    band: Band,
+) -> None:
+    within = timedelta(minutes=repeat) if repeat else None
+    outcome = decide(found, memory, episode, observation_id="o", now=NOW, repeat_within=within)
+    assert (outcome.action, outcome.memory.band) == (action, band)
+    if action == "ask-repeat":
+        assert outcome.memory.repeat_until == NOW + timedelta(minutes=15)
+        assert outcome.memory.repeat_observation_id == "o"
+    else:
+        assert outcome.memory.repeat_until is None
