@@ -16,6 +16,7 @@ from dho import jsonutil
 from dho.alerts.jobs import alert_unrepeated
 from dho.db.engine import create_engine, session_factory
 from dho.db.models import Alert, AlertEvidence, ObservationRow, RuleState
+from dho.ingest import pipeline as pipeline_module
 from dho.ingest.pipeline import Pipeline, ReferenceData
 from dho.ingest.plan import ItemResult
 from dho.ingest.receipts import item_receipt
@@ -35,6 +36,7 @@ from tests.support import (
     PATIENT_A,
     PATIENT_B,
     blood_pressure,
+    raw_message,
     reading,
 )
 
@@ -302,3 +304,26 @@ async def test_a_repeat_that_never_comes_still_raises_the_yellow_alert(
     # the patient measures yellow again: the same episode, no second alert
     again = await send(pipeline, spo2(NOW - timedelta(minutes=1), 91))
     assert again.alert_id == alert.id
+
+
+async def test_a_rule_that_fails_quarantines_the_reading_instead_of_storing_it_unjudged(
+    pipeline: Pipeline,
+    sessions: async_sessionmaker[AsyncSession],
+    patients: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = pipeline_module.judge
+
+    def judge_failing_on_weight(m: Any, *args: Any) -> Any:
+        if m.type == "body-weight":
+            raise RuntimeError("bug in a rule")
+        return real(m, *args)
+
+    monkeypatch.setattr(pipeline_module, "judge", judge_failing_on_weight)
+    raw = raw_message([weight(SCALE_A, NOW, "80.0"), spo2(NOW, 97)])
+    [result] = await pipeline.process([raw])
+    assert [i.status for i in result.items] == ["quarantined", "accepted"]
+    assert result.items[0].reason == "processing-error"
+    async with sessions() as session:
+        types = list(await session.scalars(select(ObservationRow.type)))
+    assert types == ["oxygen-saturation"]
