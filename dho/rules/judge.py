@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from dho.ingest.measurement import Measurement
 from dho.rules.hysteresis import held_band, margin_for
-from dho.rules.plans import StandardPlan, Texts
+from dho.rules.plans import BaselineRule, ChangeRule, StandardPlan, Texts
 from dho.rules.ranges import RangeJudgement, judge_range
 from dho.rules.thresholds import Band
 from dho.rules.trends import Reading, change, outside_baseline
@@ -125,66 +125,51 @@ def _range(m: Measurement, plan: StandardPlan) -> tuple[RangeJudgement, Finding]
 def _changes(
     m: Measurement, plan: StandardPlan, new: Reading, history: Sequence[Reading]
 ) -> list[Finding]:
-    out = []
-    for rule in plan.changes:
-        if rule.type != m.type:
-            continue
-        found = change(rule, new, history)
-        window = f"{rule.days}d" if rule.days is not None else f"{rule.baseline_days}d-baseline"
-        band = rule.colour if found else Band.GREEN
-        unit = m.value.unit if m.value else ""
+    return [_change(m, rule, new, history) for rule in plan.changes if rule.type == m.type]
+
+
+def _change(m: Measurement, rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Finding:
+    found = change(rule, new, history)
+    window = f"{rule.days}d" if rule.days is not None else f"{rule.baseline_days}d-baseline"
+    band = rule.colour if found else Band.GREEN
+    unit = m.value.unit if m.value else ""
+    details = {"rule": "change", "direction": rule.direction, "by": str(rule.by)}
+    if found:
+        how = "within" if rule.days else "from the mean of"
+        days = rule.days or rule.baseline_days
         summary = (
-            f"{m.type}: {_signed(found.by, rule.direction)} {unit} "
-            f"({'within' if rule.days else 'from the mean of'} {window.split('d')[0]} days, "
+            f"{m.type}: {_signed(found.by, rule.direction)} {unit} ({how} {days} days, "
             f"from {found.reference.normalize()} {unit}) ({band.label})"
-            if found
-            else f"{m.type}: no {rule.direction} beyond {rule.by} {unit}"
         )
-        details = {"rule": "change", "direction": rule.direction, "by": str(rule.by)}
-        if found:
-            details |= {"change": str(found.by), "reference": str(found.reference)}
-        out.append(
-            Finding(
-                f"change:{m.type}:{rule.direction}:{window}",
-                OUT_OF_RANGE,
-                band,
-                band,
-                summary,
-                details,
-            )
-        )
-    return out
+        details |= {"change": str(found.by), "reference": str(found.reference)}
+    else:
+        summary = f"{m.type}: no {rule.direction} beyond {rule.by} {unit}"
+    rule_key = f"change:{m.type}:{rule.direction}:{window}"
+    return Finding(rule_key, OUT_OF_RANGE, band, band, summary, details)
 
 
 def _baselines(
     m: Measurement, plan: StandardPlan, new: Reading, history: Sequence[Reading]
 ) -> list[Finding]:
-    out = []
-    for rule in plan.baselines:
-        if rule.type != m.type:
-            continue
-        found = outside_baseline(rule, new, history)
-        band = rule.colour if found else Band.GREEN
+    return [_baseline(m, rule, new, history) for rule in plan.baselines if rule.type == m.type]
+
+
+def _baseline(
+    m: Measurement, rule: BaselineRule, new: Reading, history: Sequence[Reading]
+) -> Finding:
+    found = outside_baseline(rule, new, history)
+    band = rule.colour if found else Band.GREEN
+    details = {"rule": "baseline", "k": str(rule.k)}
+    if found:
         summary = (
             f"{m.type} {new.value} outside the patient's own normal "
             f"({found.mean:.1f} +/- {rule.k} SD of {rule.baseline_days} days) ({band.label})"
-            if found
-            else f"{m.type} within the patient's own normal"
         )
-        details = {"rule": "baseline", "k": str(rule.k)}
-        if found:
-            details |= {"mean": f"{found.mean:.2f}", "sd": f"{found.sd:.2f}"}
-        out.append(
-            Finding(
-                f"baseline:{m.type}:{rule.baseline_days}d",
-                OUT_OF_RANGE,
-                band,
-                band,
-                summary,
-                details,
-            )
-        )
-    return out
+        details |= {"mean": f"{found.mean:.2f}", "sd": f"{found.sd:.2f}"}
+    else:
+        summary = f"{m.type} within the patient's own normal"
+    rule_key = f"baseline:{m.type}:{rule.baseline_days}d"
+    return Finding(rule_key, OUT_OF_RANGE, band, band, summary, details)
 
 
 def _signed(by: Decimal, direction: str) -> str:

@@ -40,6 +40,8 @@ from tests.support import (
     reading,
 )
 
+REPEAT_15 = {"repeat_before_yellow": {"within_minutes": 15}}
+
 
 def weight(device: str, when: datetime, kg: str) -> dict[str, Any]:
     return reading(device, "body-weight", when, float(kg), "kg")
@@ -216,13 +218,7 @@ async def test_paused_patients_raise_nothing_and_rules_apply_after_the_pause(
 async def test_a_repeat_measurement_confirms_a_single_yellow_outlier(
     pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
 ) -> None:
-    await give_plan(
-        sessions,
-        pipeline.reference,
-        patients[PATIENT_A],
-        "general",
-        {"repeat_before_yellow": {"within_minutes": 15}},
-    )
+    await give_plan(sessions, pipeline.reference, patients[PATIENT_A], "general", REPEAT_15)
     start = NOW - timedelta(minutes=40)
     asked = await send(pipeline, spo2(start, 91))
     assert asked.alert_id is None and asked.repeat_within_minutes == 15
@@ -285,13 +281,7 @@ async def test_a_correction_is_judged_again(
 async def test_a_repeat_that_never_comes_still_raises_the_yellow_alert(
     pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
 ) -> None:
-    await give_plan(
-        sessions,
-        pipeline.reference,
-        patients[PATIENT_A],
-        "general",
-        {"repeat_before_yellow": {"within_minutes": 15}},
-    )
+    await give_plan(sessions, pipeline.reference, patients[PATIENT_A], "general", REPEAT_15)
     asked = await send(pipeline, spo2(NOW - timedelta(minutes=2), 91))
     assert asked.repeat_within_minutes == 15
     assert await alert_unrepeated(sessions, (), datetime.now(UTC)) == 0  # not due yet
