@@ -26,6 +26,7 @@ from dho.ingest.normalise import normalise
 from dho.ingest.pipeline import ReferenceData
 from dho.ingest.times import fhir_datetime
 from dho.ingest.to_fhir import to_fhir
+from dho.questionnaires.responses import judge_answers
 
 EXPECTED_SUFFIX = ".expected.yaml"
 EXAMPLES_DIR = "examples"
@@ -138,6 +139,16 @@ def _describe_item(item: DecodedItem, reference: ReferenceData) -> dict[str, Any
         }
         if item.claim.reference:
             out["claim"]["reference"] = item.claim.reference
+    elif item.reply is not None:
+        answers = item.reply.answers
+        judged = judge_answers(answers)
+        out["questionnaire"] = {
+            "questionnaire": f"{answers.questionnaire.id} v{answers.questionnaire.version}",
+            "authored": answers.authored.isoformat(),
+            "patient": answers.subject or "|".join(answers.subject_identifier or ()),
+            "answers": dict(answers.answers),
+            "colour": judged.colour.label,
+        }
     elif item.measurement is None:
         out["ignored"] = item.note or "not stored"
     else:

@@ -9,7 +9,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dho.db.models import Device, ObservationRow, Patient, RawMessage
+from dho.db.models import Device, ObservationRow, Patient, QuestionnaireResponseRow, RawMessage
 from dho.ingest.decoded import DecodedItem
 from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import (
@@ -42,6 +42,7 @@ class ExistingState:
     by_source_identifier: dict[str, list[StoredObservation]] = field(default_factory=dict)
     # When re-processing stored messages: open quarantine rows by (raw message, item label).
     open_quarantine: dict[QuarantineKey, int] = field(default_factory=dict)
+    questionnaire_responses: dict[str, str] = field(default_factory=dict)  # identity -> id
 
 
 async def load_gateways(session: AsyncSession, ids: Iterable[str]) -> dict[str, Gateway]:
@@ -63,16 +64,12 @@ async def load_registry(session: AsyncSession, items: Iterable[DecodedItem]) -> 
             device_keys.add((item.measurement.device_system, item.measurement.device_id))
             if item.measurement.patient is not None:
                 patient_keys.add(item.measurement.patient)
-        elif item.claim is not None:
-            keys = set(item.claim.identifiers)
-            if item.claim.reference is not None:
-                system = (
-                    DEVICE_ID_SYSTEM
-                    if item.claim.resource_type == "Device"
-                    else (PATIENT_ID_SYSTEM)
-                )
-                keys.add((system, item.claim.reference.split("/", 1)[-1]))
-            (device_keys if item.claim.resource_type == "Device" else patient_keys).update(keys)
+        elif (claim := item.claim or (item.reply.patient if item.reply else None)) is not None:
+            keys = set(claim.identifiers)
+            if claim.reference is not None:
+                system = DEVICE_ID_SYSTEM if claim.resource_type == "Device" else PATIENT_ID_SYSTEM
+                keys.add((system, claim.reference.split("/", 1)[-1]))
+            (device_keys if claim.resource_type == "Device" else patient_keys).update(keys)
     devices = await _devices(session, device_keys)
     assignments = await queries.assignments_for_devices(session, [d.id for d in devices.values()])
     patients = await _patients(session, patient_keys)
@@ -157,6 +154,19 @@ async def load_existing(
                     if all(r.id != obs_id for r in readings):
                         readings.append(stored)
     return state
+
+
+async def load_replies(
+    session: AsyncSession, state: ExistingState, identities: Iterable[str]
+) -> None:
+    """The questionnaire replies already stored under these identities."""
+    for chunk in _chunks(sorted(set(identities))):
+        rows = await session.execute(
+            select(QuestionnaireResponseRow.identity, QuestionnaireResponseRow.id).where(
+                QuestionnaireResponseRow.identity.in_(chunk)
+            )
+        )
+        state.questionnaire_responses.update((identity, rid) for identity, rid in rows)
 
 
 def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from dho.catalogue import Catalogue
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
+from dho.questionnaires.catalogue import QuestionnaireCatalogue
+from dho.questionnaires.responses import Answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,15 @@ class RegistryClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class QuestionnaireReply:
+    """A patient's checked answers, the resource as sent, and who it names as the patient."""
+
+    answers: Answers
+    resource: dict[str, Any]
+    patient: RegistryClaim
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedItem:
     """One thing a message holds, and where (`label`, e.g. `Bundle.entry[3]` or `OBX[4]`).
 
@@ -40,6 +51,7 @@ class DecodedItem:
     claim: RegistryClaim | None = None
     error: DataError | None = None
     note: str | None = None
+    reply: QuestionnaireReply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +72,4 @@ class DecodeContext:
     local_zone: ZoneInfo
     max_items: int
     fhir_dir: Path
+    questionnaires: QuestionnaireCatalogue | None = None

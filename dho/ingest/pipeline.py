@@ -22,18 +22,26 @@ from dho.catalogue import Catalogue, load_catalogue
 from dho.ingest.accept import accept
 from dho.ingest.adapter_catalogue import AdapterCatalogue, load_adapters
 from dho.ingest.claims import resolve_claim
-from dho.ingest.context import ExistingState, load_existing, load_gateways, load_registry
+from dho.ingest.context import (
+    ExistingState,
+    load_existing,
+    load_gateways,
+    load_registry,
+    load_replies,
+)
 from dho.ingest.decode import decode
 from dho.ingest.decoded import DecodeContext, DecodedItem
 from dho.ingest.errors import DataError
 from dho.ingest.failures import is_infrastructure_error, is_transient_conflict, processing_error
 from dho.ingest.measurement import RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
-from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult
+from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult, QuestionnaireItem
 from dho.ingest.record import record
 from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve
 from dho.ingest.to_fhir import to_fhir
+from dho.questionnaires.catalogue import load_questionnaires
+from dho.questionnaires.responses import judge_answers
 from dho.rules import news2_inputs
 from dho.rules.judge import judge
 from dho.rules.news2_rule import score_news2
@@ -74,6 +82,7 @@ class ReferenceData:
             limits=limits,
             plans=PlanCatalogue.load(config, types, limits, settings.default_plan),
             context=DecodeContext(
+                questionnaires=load_questionnaires(config),
                 types=types,
                 local_zone=ZoneInfo(settings.device_time_zone),
                 max_items=settings.max_measurements_per_message,
@@ -176,6 +185,10 @@ class Pipeline:
             [m.source_key for m in measured if m.source_key],
         )
         existing.open_quarantine = dict(open_quarantine or {})
+        replies = [i.questionnaire for p in plans for i in p.items if i.questionnaire]
+        await load_replies(
+            session, existing, [q.reply.answers.identity(q.patient_id) for q in replies]
+        )
         return await self._record(session, plans, existing, redriven_by)
 
     async def _record(
@@ -187,6 +200,7 @@ class Pipeline:
     ) -> list[MessageResult]:
         now = datetime.now(UTC)
         patients = {i.resolved.patient_id for p in plans for i in p.items if i.resolved}
+        patients |= {i.questionnaire.patient_id for p in plans for i in p.items if i.questionnaire}
         episodes = await load_episode_book(session, patients, self._targets)
         return await record(
             session, plans, existing, episodes=episodes, now=now, redriven_by=redriven_by
@@ -228,7 +242,25 @@ class Pipeline:
         readings = [
             (r.patient_id, r.measurement.type, r.measurement.effective) for _, r, _ in items
         ]
+        replies = [
+            i
+            for p in plans
+            if p.error is None
+            for i in p.items
+            if i.questionnaire is not None and i.error is None
+        ]
+        readings += [
+            (q.patient_id, "", q.reply.answers.authored)
+            for q in (i.questionnaire for i in replies)
+            if q is not None
+        ]
         context = await load_patient_context(session, self._reference.plans, readings)
+        for item in replies:
+            assert item.questionnaire is not None
+            reply = item.questionnaire
+            authored = reply.reply.answers.authored
+            reply.plan = context.plan_for(reply.patient_id, authored).ref
+            item.paused = context.pause_at(reply.patient_id, authored)
         for item, resolved, received_at in items:
             try:
                 self._judge_item(item, resolved, context, received_at)
@@ -313,6 +345,14 @@ class Pipeline:
         assert gateway is not None
         if source.claim is not None:
             item.reference = resolve_claim(source.claim, snapshot, gateway)
+            return
+        if source.reply is not None:
+            patient = resolve_claim(source.reply.patient, snapshot, gateway).split("/", 1)[1]
+            judged = judge_answers(source.reply.answers)
+            item.questionnaire = QuestionnaireItem(patient, source.reply, judged)
+            late_after = timedelta(seconds=self._settings.late_after_s)
+            item.late = plan.raw.received_at - source.reply.answers.authored > late_after
+            item.quiet = item.late
             return
         if source.measurement is None:
             item.note = source.note or "not stored"

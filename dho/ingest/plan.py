@@ -5,15 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dho.ingest.decoded import QuestionnaireReply
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import RawMessage, TimeFlag
 from dho.ingest.resolve import Resolved
-from dho.rules.judge import Judgement
+from dho.questionnaires.responses import QuestionnaireJudgement
+from dho.rules.judge import Judgement, PlanRef
 from dho.rules.news2_rule import News2Result
 from dho.rules.patient_context import Pause
 
 ItemStatus = Literal["accepted", "duplicate", "quarantined", "matched", "ignored", "not-stored"]
 MessageStatus = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(slots=True)
+class QuestionnaireItem:
+    """A questionnaire reply to store, its patient, and how its rules judge it."""
+
+    patient_id: str
+    reply: QuestionnaireReply
+    judgement: QuestionnaireJudgement
+    plan: PlanRef | None = None
 
 
 @dataclass(slots=True)
@@ -28,6 +40,7 @@ class ItemPlan:
     quiet: bool = False  # late or stale: judged, but raises no acute alert
     paused: Pause | None = None
     news2: News2Result | None = None  # the NEWS2 this reading completes, to store beside it
+    questionnaire: QuestionnaireItem | None = None
     reference: str | None = None
     late: bool = False
     error: DataError | None = None

@@ -11,6 +11,7 @@ are resolved when the item now becomes data, or updated with the new reason
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,18 +20,26 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
-from dho.alerts.episode_book import EpisodeBook
-from dho.db.models import ObservationRow, ObservationVersion, Quarantine, RawMessage
+from dho.alerts.episode_book import EpisodeBook, Report
+from dho.db.models import (
+    ObservationRow,
+    ObservationVersion,
+    Quarantine,
+    QuestionnaireResponseRow,
+    RawMessage,
+)
 from dho.ingest.accept import OVERSIZED_KEPT_BYTES
 from dho.ingest.context import ExistingState, StoredObservation
 from dho.ingest.errors import DataError
 from dho.ingest.measurement import Measurement
-from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult
+from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult, QuestionnaireItem
 from dho.ingest.record_quarantine import QuarantineBook
+from dho.questionnaires.responses import QUESTIONNAIRE_ANSWER
 from dho.rules.judge import Judgement
 from dho.rules.news2_fhir import NEWS2_CODE
 from dho.rules.news2_rule import RULE as NEWS2_TYPE
 from dho.rules.news2_rule import News2Result
+from dho.rules.thresholds import Band
 
 # What the plan adds to a reading: not part of the reading itself.
 _JUDGED = ("interpretation", "referenceRange")
@@ -58,6 +67,7 @@ class _Batch:
     # Rows of this batch not inserted yet, for a reading corrected within the same batch.
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
     deferred_updates: list[Any] = field(default_factory=list)  # UPDATEs after the INSERTs
+    replies: list[dict[str, Any]] = field(default_factory=list)  # questionnaire replies
 
 
 async def record(
@@ -93,6 +103,8 @@ async def record(
     await _insert_rows(session, batch.rows)
     for statement in batch.deferred_updates:
         await session.execute(statement)
+    if batch.replies:
+        await session.execute(insert(QuestionnaireResponseRow), batch.replies)
     await episodes.flush(session, now)
     if book.new_rows:
         await session.execute(insert(Quarantine), book.new_rows)
@@ -118,7 +130,9 @@ def _uses_message_id(plan: MessagePlan) -> bool:
     Rejected whole, or every item refused: the gateway may send it again, fixed, under the
     same id (after the device is registered, say).
     """
-    return plan.error is None and any(item.observation is not None for item in plan.items)
+    return plan.error is None and any(
+        item.observation is not None or item.questionnaire is not None for item in plan.items
+    )
 
 
 async def _insert_raw(session: AsyncSession, plans: list[MessagePlan]) -> list[int]:
@@ -209,6 +223,8 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
     if item.note is not None:
         book.item_stored(raw_id, item.label, item.note)
         return ItemResult(item.index, "ignored", item.label, note=item.note)
+    if item.questionnaire is not None and item.error is None:
+        return _record_reply(batch, item, item.questionnaire, raw_id)
     if item.error is not None or item.resolved is None or item.observation is None:
         error = item.error or DataError("nothing to record", code="processing-error")
         book.item_failed(raw_id, item.index, item.label, error, batch.now)
@@ -293,6 +309,79 @@ def _alerting(
     if touched.action == "ask-repeat" and repeat_within is not None:
         return out | {"repeat_within_minutes": repeat_within // timedelta(minutes=1)}
     return out | {"alert_id": touched.alert_id, "alert_severity": touched.severity.label}
+
+
+def _record_reply(
+    batch: _Batch, item: ItemPlan, reply: QuestionnaireItem, raw_id: int
+) -> ItemResult:
+    """Store a questionnaire reply once, and report a yellow or red one as an alert."""
+    answers, judged = reply.reply.answers, reply.judgement
+    identity = answers.identity(reply.patient_id)
+    known = batch.existing.questionnaire_responses.get(identity)
+    label = "QuestionnaireResponse"
+    shown: dict[str, Any] = {
+        "colour": judged.colour.label,
+        "plan": answers.questionnaire.id,
+        "patient_text": judged.texts.patient,
+    }
+    if known is not None:
+        batch.quarantine.item_stored(raw_id, item.label, f"{label}/{known} (stored)")
+        return ItemResult(
+            item.index, "duplicate", item.label, reference=f"{label}/{known}", **shown
+        )
+    reply_id = str(uuid.uuid5(uuid.NAMESPACE_URL, identity))
+    resource = dict(reply.reply.resource) | {
+        "id": reply_id,
+        "meta": {"versionId": "1", "lastUpdated": batch.now.isoformat(timespec="milliseconds")},
+    }
+    batch.replies.append(
+        {
+            "id": reply_id,
+            "identity": identity,
+            "patient_id": reply.patient_id,
+            "questionnaire": answers.questionnaire.id,
+            "version": answers.questionnaire.version,
+            "authored": answers.authored,
+            "received_at": batch.now,
+            "colour": judged.colour.label,
+            "raw_message_id": raw_id,
+            "resource": jsonutil.dumps(resource),
+        }
+    )
+    batch.existing.questionnaire_responses[identity] = reply_id
+    batch.quarantine.item_stored(raw_id, item.label, f"{label}/{reply_id}")
+    out: dict[str, Any] = {}
+    if item.paused is not None:
+        out["paused_until"] = item.paused.ends_at.isoformat(timespec="minutes")
+    elif not item.quiet and judged.colour > Band.GREEN:
+        touched = batch.episodes.report(
+            Report(
+                subject=f"patient:{reply.patient_id}",
+                rule=f"questionnaire:{answers.questionnaire.id}",
+                kind=QUESTIONNAIRE_ANSWER,
+                band=judged.colour,
+                summary=judged.summary,
+                details={
+                    "questionnaire_response": f"{label}/{reply_id}",
+                    "answers": {k: answers.answers[k] for k in judged.flagged},
+                    "staff_text": judged.texts.staff,
+                    "patient_text": judged.texts.patient,
+                },
+                patient_id=reply.patient_id,
+                plan=reply.plan,
+            ),
+            batch.now,
+        )
+        out = {"alert_id": touched.alert_id, "alert_severity": touched.severity.label}
+    return ItemResult(
+        item.index,
+        "accepted",
+        item.label,
+        reference=f"{label}/{reply_id}",
+        late=item.late,
+        **shown,
+        **out,
+    )
 
 
 def _record_news2(

@@ -197,7 +197,7 @@ def _measurement(
         points = raw.get("cut_points")
         cut = _cut_points(points, where, bounds.value) if points is not None else None
         thresholds = TypeThresholds(value=cut)
-    schedule = _schedule(raw["schedule"]) if "schedule" in raw else None
+    schedule = parse_schedule(raw["schedule"]) if "schedule" in raw else None
     hysteresis = number(raw["hysteresis"]) if "hysteresis" in raw else None
     return PlanMeasurement(thresholds, schedule, _texts(raw.get("colours", {})), hysteresis)
 
@@ -245,7 +245,7 @@ def _single_valued(key: str, path: str, types: Catalogue, where: str) -> None:
         raise PlanError(f"{path}: {where}: {key!r} is not a single-valued measurement type")
 
 
-def _schedule(raw: dict[str, Any]) -> Schedule:
+def parse_schedule(raw: dict[str, Any]) -> Schedule:
     hours, minutes = (int(part) for part in raw["before"].split(":"))
     days = tuple(d for d in WEEKDAYS if d in raw.get("days", WEEKDAYS))
     return Schedule(before=time(hours, minutes), days=days)

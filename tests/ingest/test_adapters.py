@@ -6,15 +6,20 @@ Each example payload under `adapters/examples/<adapter>/` must become exactly wh
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from fhirclient.models.questionnaireresponse import (  # type: ignore[import-untyped]
+    QuestionnaireResponse as R4QuestionnaireResponse,
+)
 
-from dho import units
+from dho import jsonutil, units
 from dho.ingest.adapter_catalogue import find, load_adapters
 from dho.ingest.adapter_check import check_catalogue, check_example, example_files
 from dho.ingest.decode import decode
@@ -76,6 +81,10 @@ def test_every_example_becomes_what_it_says_and_valid_observations(
     decoded = decode(_raw(example.read_bytes(), adapter), CATALOGUE, REFERENCE.context)
     measured = 0
     for item in decoded.items:
+        if item.reply is not None:
+            assert_valid_questionnaire_response(item.reply.resource)
+            measured += 1
+            continue
         if item.measurement is None:
             assert item.error is None or item.error.reason in REASONS
             continue
@@ -87,7 +96,7 @@ def test_every_example_becomes_what_it_says_and_valid_observations(
         resource = to_fhir(m, patient_id="p-1", device_id="d-1", catalogue=REFERENCE.types)
         assert_valid_observation(resource, REFERENCE.types)
         measured += 1
-    assert measured, "an example should yield at least one stored measurement"
+    assert measured, "an example should yield at least one stored measurement or reply"
 
 
 def test_a_changed_expectation_is_reported(tmp_path: Path) -> None:
@@ -217,3 +226,8 @@ def test_paths() -> None:
     assert find(doc, "$") == [doc]
     assert find([1, 2], "[*]") == [1, 2]
     assert find({"b": 1}, "/d.e", root=doc) == ["x"]
+
+
+def assert_valid_questionnaire_response(resource: dict[str, Any]) -> None:
+    """Valid R4 by fhirclient's 4.0.1 models, strictly."""
+    R4QuestionnaireResponse(json.loads(jsonutil.dumps(resource)), strict=True)

@@ -1,7 +1,13 @@
 """All tables; importing this module registers them on `Base.metadata`."""
 
 from dho.db.models.alerts import Alert, AlertEvidence, DeliveryAttempt, OutboxDelivery
-from dho.db.models.care import PatientPause, PatientPlan, RuleState, SchedulerCheckpoint
+from dho.db.models.care import (
+    PatientPause,
+    PatientPlan,
+    QuestionnaireResponseRow,
+    RuleState,
+    SchedulerCheckpoint,
+)
 from dho.db.models.ingest import ObservationRow, ObservationVersion, Quarantine, RawMessage
 from dho.db.models.registry import (
     CareTeam,
@@ -32,6 +38,7 @@ __all__ = [
     "PatientPause",
     "PatientPlan",
     "Quarantine",
+    "QuestionnaireResponseRow",
     "RawMessage",
     "RuleState",
     "SchedulerCheckpoint",

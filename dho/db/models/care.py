@@ -74,3 +74,21 @@ class SchedulerCheckpoint(Base):
     job: Mapped[str] = mapped_column(String(64), primary_key=True)
     until: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QuestionnaireResponseRow(Base):
+    """A patient's answers to a symptom questionnaire, as sent (with this service's id)."""
+
+    __tablename__ = "questionnaire_response"
+    __table_args__ = (Index(None, "patient_id", "questionnaire", "authored"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(200), unique=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
+    questionnaire: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(20))
+    authored: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    colour: Mapped[str] = mapped_column(String(16))
+    raw_message_id: Mapped[int] = mapped_column(ForeignKey("raw_message.id"))
+    resource: Mapped[str] = mapped_column(Text)

@@ -143,8 +143,38 @@ def upgrade() -> None:
         batch.create_index(
             batch.f("ix_observation_patient_type_effective"), ["patient_id", "type", "effective"]
         )
+    op.create_index(op.f("ix_raw_message_gateway_id"), "raw_message", ["gateway_id", "received_at"])
+    op.create_table(
+        "questionnaire_response",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("identity", sa.String(length=200), nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=False),
+        sa.Column("questionnaire", sa.String(length=64), nullable=False),
+        sa.Column("version", sa.String(length=20), nullable=False),
+        sa.Column("authored", _TIME, nullable=False),
+        sa.Column("received_at", _TIME, nullable=False),
+        sa.Column("colour", sa.String(length=16), nullable=False),
+        sa.Column(
+            "raw_message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["patient_id"],
+            ["patient.id"],
+            name=op.f("fk_questionnaire_response_patient_id_patient"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["raw_message_id"],
+            ["raw_message.id"],
+            name=op.f("fk_questionnaire_response_raw_message_id_raw_message"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_questionnaire_response")),
+        sa.UniqueConstraint("identity", name=op.f("uq_questionnaire_response_identity")),
+    )
     op.create_index(
-        op.f("ix_raw_message_gateway_id"), "raw_message", ["gateway_id", "received_at"]
+        op.f("ix_questionnaire_response_patient_id"),
+        "questionnaire_response",
+        ["patient_id", "questionnaire", "authored"],
     )
     _reading_values()
 
@@ -172,6 +202,8 @@ def _reading_values() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_questionnaire_response_patient_id"), table_name="questionnaire_response")
+    op.drop_table("questionnaire_response")
     op.drop_index(op.f("ix_raw_message_gateway_id"), table_name="raw_message")
     with op.batch_alter_table("observation") as batch:
         batch.drop_index(batch.f("ix_observation_patient_type_effective"))
