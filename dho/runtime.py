@@ -80,7 +80,9 @@ async def start(settings: Settings) -> Runtime:
             log.warning("the embedded broker has no shared subscriptions: subscribing plainly")
         rt.listener = MqttListener(settings, batcher, embedded=embedded)
         rt.listener.start()
-    rt.scheduler = start_scheduler(settings, sessions, reference.plans)
+    rt.scheduler = start_scheduler(
+        settings, sessions, reference.plans, reference.context.questionnaires
+    )
     if settings.webhook_url:
         rt.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
         rt.tasks.append(asyncio.create_task(_deliver_forever(rt), name="outbox"))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.alerts.episode_book import delivery_targets
 from dho.alerts.jobs import alert_unrepeated
 from dho.alerts.missing_job import check_missing
+from dho.questionnaires.catalogue import QuestionnaireCatalogue
 from dho.rules.patient_context import PlanCatalogue
 from dho.settings import Settings
 
@@ -24,7 +25,10 @@ REPEAT_CHECK_S = 60
 
 
 def start_scheduler(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], plans: PlanCatalogue
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    plans: PlanCatalogue,
+    questionnaires: QuestionnaireCatalogue | None = None,
 ) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     targets = delivery_targets(settings)
@@ -33,14 +37,22 @@ def start_scheduler(
 
     async def missing() -> None:
         run = await check_missing(
-            sessions, plans, targets, zone=zone, silence=silence, now=datetime.now(UTC)
+            sessions,
+            plans,
+            targets,
+            zone=zone,
+            silence=silence,
+            now=datetime.now(UTC),
+            questionnaires=questionnaires,
         )
-        if run is not None and (run.not_reported or run.outages):
+        if run is not None and (run.not_reported or run.outages or run.missing_questionnaires):
             log.info(
-                "windows up to %s: %d patient(s) did not report, %d outage(s)",
+                "windows up to %s: %d patient(s) did not measure, %d outage(s), "
+                "%d questionnaire(s) not answered",
                 run.until.isoformat(timespec="minutes"),
                 run.not_reported,
                 run.outages,
+                run.missing_questionnaires,
             )
 
     async def repeats() -> None:

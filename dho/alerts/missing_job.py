@@ -8,6 +8,7 @@ window is judged once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from dho.alerts.episode_book import (
     load_open_episodes,
     open_key,
 )
-from dho.db.models import DeviceAssignment, ObservationRow, RawMessage, SchedulerCheckpoint
+from dho.db.models import (
+    DeviceAssignment,
+    ObservationRow,
+    QuestionnaireResponseRow,
+    RawMessage,
+    SchedulerCheckpoint,
+)
+from dho.questionnaires.catalogue import QuestionnaireCatalogue, QuestionnaireDef
 from dho.rules.missing import (
     DeviceSeen,
     NotReported,
@@ -39,6 +47,7 @@ from dho.rules.thresholds import Band
 
 JOB = "missing-measurements"
 NOT_REPORTED = "measurement-not-reported"
+MISSING_QUESTIONNAIRE = "missing-questionnaire"
 DEVICE_OUTAGE = "device-outage"
 # Readings measured in a window may arrive a little after its deadline (a scale syncing).
 GRACE = timedelta(minutes=30)
@@ -51,6 +60,7 @@ class MissingRun:
     until: datetime
     not_reported: int
     outages: int
+    missing_questionnaires: int = 0
 
 
 async def check_missing(
@@ -61,6 +71,7 @@ async def check_missing(
     zone: ZoneInfo,
     silence: timedelta,
     now: datetime,
+    questionnaires: QuestionnaireCatalogue | None = None,
 ) -> MissingRun | None:
     """Judge the windows whose deadline passed since the last run; None when another
     process holds the checkpoint or the first run only starts the clock."""
@@ -79,6 +90,8 @@ async def check_missing(
         if until <= since:
             return None
         run = await _judge(session, catalogue, targets, zone, silence, since, until, now)
+        if questionnaires is not None:
+            run = await _unanswered(session, catalogue, questionnaires, targets, zone, run, now)
         checkpoint.until, checkpoint.updated_at = until, now
         return run
 
@@ -136,6 +149,82 @@ async def _judge(
         counted[_episode(finding)[1]].add(_subject(finding))
     await book.flush(session, now)
     return MissingRun(since, until, len(counted[NOT_REPORTED]), len(counted[DEVICE_OUTAGE]))
+
+
+async def _unanswered(
+    session: AsyncSession,
+    catalogue: PlanCatalogue,
+    questionnaires: QuestionnaireCatalogue,
+    targets: tuple[DeliveryTarget, ...],
+    zone: ZoneInfo,
+    run: MissingRun,
+    now: datetime,
+) -> MissingRun:
+    """One missing-questionnaire alert per patient whose questionnaire window closed
+    without a reply (later empty windows join the open alert)."""
+    assignments = await _assignments(session, run.since, run.until)
+    patients = sorted({a.patient_id for a in assignments})
+    context = await load_patient_context(session, catalogue, [(p, "", run.until) for p in patients])
+    due: list[tuple[str, QuestionnaireDef, Window]] = []
+    for patient in patients:
+        for name in context.plan_for(patient, run.until).plan.questionnaires:
+            definition = questionnaires.get(name)
+            if definition is None or definition.schedule is None:
+                continue
+            for window in windows_closed(definition.schedule, zone, run.since, run.until):
+                if context.pause_at(patient, window.deadline) is None:
+                    due.append((patient, definition, window))
+    if not due:
+        return run
+    answered = await _replies(
+        session, sorted({p for p, _, _ in due}), min(w.start for *_, w in due)
+    )
+    book = EpisodeBook(targets)
+    keys = [open_key(f"patient:{p}", MISSING_QUESTIONNAIRE) for p, _, _ in due]
+    await load_open_episodes(book, session, keys)
+    missed = set()
+    for patient, definition, window in due:
+        times = answered.get((patient, definition.id), ())
+        if any(window.start <= t < window.deadline for t in times):
+            continue
+        missed.add(patient)
+        local = window.deadline.astimezone(zone)
+        book.report(
+            Report(
+                subject=f"patient:{patient}",
+                rule=MISSING_QUESTIONNAIRE,
+                kind=MISSING_QUESTIONNAIRE,
+                band=Band.YELLOW,
+                summary=(
+                    f"{definition.title} not answered {window.day.isoformat()} before {local:%H:%M}"
+                ),
+                details={"questionnaire": definition.id, "day": window.day.isoformat()},
+                patient_id=patient,
+            ),
+            now,
+        )
+    await book.flush(session, now)
+    return dataclasses.replace(run, missing_questionnaires=len(missed))
+
+
+async def _replies(
+    session: AsyncSession, patients: list[str], since: datetime
+) -> dict[tuple[str, str], list[datetime]]:
+    found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for start in range(0, len(patients), 500):
+        rows = await session.execute(
+            select(
+                QuestionnaireResponseRow.patient_id,
+                QuestionnaireResponseRow.questionnaire,
+                QuestionnaireResponseRow.authored,
+            ).where(
+                QuestionnaireResponseRow.patient_id.in_(patients[start : start + 500]),
+                QuestionnaireResponseRow.authored >= since,
+            )
+        )
+        for patient, name, authored in rows:
+            found[(patient, name)].append(authored)
+    return found
 
 
 def _subject(finding: NotReported | Outage) -> str:

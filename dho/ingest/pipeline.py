@@ -51,6 +51,7 @@ from dho.rules.patient_context import (
     PlanCatalogue,
     load_patient_context,
 )
+from dho.rules.plans import PlanError
 from dho.rules.ranges import annotate
 from dho.rules.trends import Reading
 from dho.settings import Settings
@@ -76,13 +77,19 @@ class ReferenceData:
         types = load_catalogue(Path(settings.fhir_dir))
         config = Path(settings.config_dir)
         limits = load_plausibility(config)
+        plans = PlanCatalogue.load(config, types, limits, settings.default_plan)
+        questionnaires = load_questionnaires(config)
+        for name, plan in plans.standard.items():
+            unknown = [q for q in plan.questionnaires if questionnaires.get(q) is None]
+            if unknown:
+                raise PlanError(f"plan {name}: no questionnaire {', '.join(unknown)}")
         return cls(
             adapters=load_adapters(Path(settings.adapters_dir)),
             types=types,
             limits=limits,
-            plans=PlanCatalogue.load(config, types, limits, settings.default_plan),
+            plans=plans,
             context=DecodeContext(
-                questionnaires=load_questionnaires(config),
+                questionnaires=questionnaires,
                 types=types,
                 local_zone=ZoneInfo(settings.device_time_zone),
                 max_items=settings.max_measurements_per_message,

@@ -4,13 +4,19 @@ daily window, one outage alert for a silent gateway, nothing for a paused patien
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dho.alerts.missing_job import DEVICE_OUTAGE, NOT_REPORTED, check_missing
+from dho.alerts.missing_job import (
+    DEVICE_OUTAGE,
+    MISSING_QUESTIONNAIRE,
+    NOT_REPORTED,
+    check_missing,
+)
 from dho.db.models import Alert, AlertEvidence, SchedulerCheckpoint
 from dho.ingest.pipeline import Pipeline
 from dho.rules import plan_store
@@ -18,6 +24,7 @@ from tests.alerts.episode_support import give_plan
 from tests.support import (
     PATIENT_A,
     PATIENT_B,
+    ROOT,
     patient_id,
     raw_message,
     reading,
@@ -154,3 +161,51 @@ async def test_a_measured_window_and_a_paused_patient_raise_nothing(
     outcome = await run(pipeline, sessions, DEADLINE + timedelta(hours=1))
     assert outcome is not None and (outcome.not_reported, outcome.outages) == (0, 0)
     assert await open_alerts(sessions) == []
+
+
+def _last_questionnaire_deadline() -> datetime:
+    """The latest Monday or Thursday 12:00 Oslo (the COPD questionnaire's days) in the past."""
+    day = YESTERDAY
+    while day.weekday() not in (0, 3):
+        day -= timedelta(days=1)
+    return datetime.combine(day, time(12, 0), OSLO).astimezone(UTC)
+
+
+async def test_an_unanswered_questionnaire_raises_one_alert_per_patient(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    deadline = _last_questionnaire_deadline()
+    ids = {n: await patient_id(sessions, n) for n in (PATIENT_A, PATIENT_B)}
+    for national_id in ids:
+        await register_device(
+            sessions, CUFFS[national_id], [(national_id, deadline - timedelta(days=30), None)]
+        )
+        await give_plan(sessions, pipeline.reference, ids[national_id], "copd")
+    answered = json.loads((ROOT / "adapters/examples/questionnaire/copd-worse.json").read_text())
+    answered["authored"] = (deadline - timedelta(hours=1)).isoformat()
+    raw = dataclasses.replace(
+        raw_message(answered), adapter="questionnaire", received_at=deadline - timedelta(hours=1)
+    )
+    [result] = await pipeline.process([raw])
+    assert result.items[0].status == "accepted", result  # patient A answered in time
+    async with sessions() as session, session.begin():
+        session.add(
+            SchedulerCheckpoint(
+                job="missing-measurements", until=deadline - timedelta(hours=2), updated_at=deadline
+            )
+        )
+    questionnaires = pipeline.reference.context.questionnaires
+    outcome = await check_missing(
+        sessions,
+        pipeline.reference.plans,
+        (),
+        zone=OSLO,
+        silence=SILENCE,
+        now=deadline + timedelta(hours=1),
+        questionnaires=questionnaires,
+    )
+    assert outcome is not None and outcome.missing_questionnaires == 1
+    missing = [a for a in await open_alerts(sessions) if a.rule == MISSING_QUESTIONNAIRE]
+    assert [(a.patient_id, a.kind) for a in missing] == [(ids[PATIENT_B], MISSING_QUESTIONNAIRE)]
+    assert "Symptomskjema KOLS not answered" in missing[0].summary
