@@ -250,21 +250,15 @@ class Pipeline:
             (r.patient_id, r.measurement.type, r.measurement.effective) for _, r, _ in items
         ]
         replies = [
-            i
+            (i, i.questionnaire)
             for p in plans
             if p.error is None
             for i in p.items
             if i.questionnaire is not None and i.error is None
         ]
-        readings += [
-            (q.patient_id, "", q.reply.answers.authored)
-            for q in (i.questionnaire for i in replies)
-            if q is not None
-        ]
+        readings += [(q.patient_id, "", q.reply.answers.authored) for _, q in replies]
         context = await load_patient_context(session, self._reference.plans, readings)
-        for item in replies:
-            assert item.questionnaire is not None
-            reply = item.questionnaire
+        for item, reply in replies:
             authored = reply.reply.answers.authored
             reply.plan = context.plan_for(reply.patient_id, authored).ref
             item.paused = context.pause_at(reply.patient_id, authored)
@@ -274,6 +268,9 @@ class Pipeline:
             except Exception as exc:  # quarantine the reading rather than store it unjudged
                 log.exception("judging item %s failed unexpectedly", item.label)
                 item.error = processing_error(exc)
+        for plan in plans:
+            if plan.atomic and plan.error is None:
+                _all_or_nothing(plan)
 
     def _judge_item(
         self, item: ItemPlan, resolved: Resolved, context: PatientContext, received_at: datetime

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir.resources.R4B.questionnaire import Questionnaire as R4BQuestionnaire
-
 from dho.catalogue import CatalogueError, load_yaml
 from dho.rules.plans import Schedule, Texts, parse_schedule
 from dho.rules.thresholds import Band
@@ -69,9 +67,11 @@ def load_questionnaires(config_dir: Path) -> QuestionnaireCatalogue:
 
 
 def _questionnaire(path: Path) -> dict[str, Any]:
+    from fhir.resources.R4B.questionnaire import Questionnaire  # slow: only when loading
+
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        R4BQuestionnaire.model_validate(data)
+        Questionnaire.model_validate(data)
     except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise QuestionnaireCatalogueError(f"{path}: not a valid FHIR Questionnaire: {exc}") from exc
     return data
