@@ -78,3 +78,23 @@ def test_http_benchmark_reports_figures_and_stores_every_request() -> None:
     assert r["service"]["statuses"] == {"202": 200}
     assert r["stored"]["observations"] == r["stored"]["expected"]
     assert 0 < r["service"]["latency_ms"]["p50"] <= r["service"]["latency_ms"]["p99"]
+
+
+@pytest.mark.slow
+def test_rules_benchmark_reports_both_pipelines_and_the_overhead() -> None:
+    from bench.rules import render
+
+    r = _run_json("bench.rules", "--measurements", "200", "--cadence-hours", "12")
+    for label in ("rules", "baseline"):
+        v = r[label]
+        assert v["measurements"] == 200
+        assert v["msgs_per_s"] > 0 and v["us_per_measurement"] > 0
+        assert 0 < v["batch_ms"]["p50"] <= v["batch_ms"]["p95"]
+        assert v["added"]["observation"] == 200
+        assert v["added"]["quarantine"] == 0
+    assert r["rules"]["judge_us_per_measurement"] > 0
+    assert r["baseline"]["judge_us_per_measurement"] == 0
+    assert r["baseline"]["added"]["alert"] == r["baseline"]["added"]["alert_evidence"] == 0
+    assert r["stream"]["history"] > 0
+    assert isinstance(r["overhead"]["wall"], float)  # its size is noise at this N: not asserted
+    assert "overhead of rule evaluation" in render(r)

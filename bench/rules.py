@@ -1,0 +1,716 @@
+"""Rule evaluation benchmark: ingest with every reading judged by the patient's plan, against
+the same ingest with judging switched off.
+
+    .venv/bin/python -m bench.rules
+    .venv/bin/python -m bench.rules --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+In-process, no transport: `Pipeline.process` is called directly with batches of raw dho-json
+messages (one measurement each), the way the MQTT and HTTP transports hand them over. The
+same stream runs twice, each time on a fresh database (a temporary SQLite file, or a
+database of its own on the PostgreSQL server `--database-url` names, dropped afterwards):
+
+1. rules     the real pipeline: the patients' context is loaded and locked (plan versions,
+             pauses, the history of trended types), every reading is judged, and the record
+             stage applies the findings to the patients' alert episodes;
+2. baseline  the same pipeline with `_judge` switched off: no context, no findings, no
+             alerts; everything else (accept, decode, resolve, normalise, FHIR, record) runs.
+
+Both databases hold the demo registry (`--registry-copies K`: its five patients K times
+over, with new national ids and device identifiers), a gateway, the `heart-failure` plan
+for every patient (range rules, weight gain over 3 days, heart rate outside the patient's
+28-day normal) and 30 days of history ingested before the clock starts. The stream
+continues that history: every `--cadence-hours` each patient measures blood pressure, SpO2
+and heart rate (and weight once a day, where the patient has a scale), the patients spread
+over the round, about 4 % of the readings out of range; each reading is received two seconds
+after it was taken, so none is late.
+
+On PostgreSQL both databases are ANALYZEd after the history, as autovacuum would have done
+in service: without planner statistics every batch's duplicate check scans its tables.
+
+Timed: each `Pipeline.process` call (one transaction per batch); `judge µs` is the part spent
+in the judge stage (context load and rules), the rest of the difference is the record stage
+applying the findings (alert episodes, rule states, annotated resources). The overhead is
+(rules - baseline) / baseline of the wall time per measurement; `--check` exits with 1 when
+it is above 20 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.common import (
+    BenchError,
+    OtherLoad,
+    _code_revision,
+    _cpu_model,
+    _database_version,
+    busy_warning,
+    cpu_busy,
+    dump_json,
+    exit_on_sigterm,
+    summary_ms,
+    workdir,
+)
+from dho.ingest.measurement import EUI64_SYSTEM, RawMessage
+from dho.ingest.pipeline import Pipeline, ReferenceData
+from dho.ingest.plan import MessagePlan
+from dho.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = ROOT / "config" / "demo" / "registry.json"
+PLAN = "heart-failure"
+HISTORY_DAYS = 30  # longer than the plan's longest look-back (28 days of heart rate)
+LIMIT = 0.20  # issue 4: rule evaluation adds less than 20 % to the cost of ingesting
+OUT_OF_RANGE = 0.04  # share of BP / SpO2 / heart-rate readings outside the plan's range
+RECEIVED_AFTER = timedelta(seconds=2)
+HPR_AUTHOR, HPR_APPROVER = "1234567", "7654321"
+DEFAULT_BATCH = int(Settings.model_fields["batch_max_size"].default)
+
+# ISO/IEEE 11073 device specialisation codes of the demo registry's devices.
+BP_MONITOR, OXIMETER, SCALE = "528391", "528388", "528399"
+
+
+# ---------------------------------------------------------------- the stream
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    system: str
+    value: str
+
+
+@dataclass(slots=True)
+class Home:
+    """One demo patient's devices and personal normal values."""
+
+    patient: str  # the registry bundle's reference, only to tell homes apart
+    bp: Device | None = None
+    oximeter: Device | None = None
+    scale: Device | None = None
+    systolic: float = 125.0
+    pulse: float = 70.0
+    weight: float = 80.0
+
+
+def demo_bundle(copies: int = 1) -> dict[str, Any]:
+    """The demo registry; with `copies` > 1 its patients, care teams, devices and device
+    assignments again and again, under new national ids (the same birth dates) and device
+    identifiers, in the same organisations."""
+    bundle: dict[str, Any] = json.loads(REGISTRY.read_text(encoding="utf-8"))
+    orgs = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization"]
+    rest = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Organization"]
+    text = json.dumps(rest)
+    used = {
+        e["resource"]["identifier"][0]["value"]
+        for e in rest
+        if e["resource"]["resourceType"] == "Patient"
+    }
+    entries = orgs + rest
+    for copy in range(1, copies):
+        copied = text
+        for entry in rest:
+            again = uuid.uuid5(uuid.NAMESPACE_URL, f"{entry['fullUrl']}|{copy}")
+            copied = copied.replace(entry["fullUrl"], f"urn:uuid:{again}")
+        for entry in json.loads(copied):
+            resource, ident = entry["resource"], entry["resource"].get("identifier", [{}])[0]
+            if resource["resourceType"] == "Patient":
+                ident["value"] = _another_national_id(ident["value"], used)
+            elif resource["resourceType"] == "Device":
+                ident["value"] = _device_copy(ident["system"], ident["value"], copy)
+            entries.append(entry)
+    bundle["entry"] = entries
+    return bundle
+
+
+def _another_national_id(original: str, used: set[str]) -> str:
+    """A valid (synthetic) national id with the same birth date as `original`."""
+    from dho.registry.national_id import InvalidNationalId, parse_national_id
+
+    first = int(original[6:9])
+    for step in range(1, 500):
+        stem = f"{original[:6]}{(first + step) % 500:03d}"
+        for checks in range(100):
+            candidate = f"{stem}{checks:02d}"
+            try:
+                parse_national_id(candidate, allow_synthetic=True)
+            except InvalidNationalId:
+                continue
+            if candidate not in used:
+                used.add(candidate)
+                return candidate
+    raise BenchError(f"no more national ids with the birth date of {original}")
+
+
+def _device_copy(system: str, value: str, copy: int) -> str:
+    if copy > 255:
+        raise BenchError("at most 256 copies of the demo registry")
+    if system == EUI64_SYSTEM:  # 00-1C-05-FF-FE-<patient>-00-<device>: the 7th byte
+        parts = value.split("-")
+        parts[6] = f"{copy:02X}"
+        return "-".join(parts)
+    return f"c{copy:03x}{value[4:]}"  # the Withings hashes: another 40-hex-digit id
+
+
+def demo_homes(bundle: dict[str, Any]) -> tuple[list[Home], datetime]:
+    """The registry's patients with the devices they use; the latest assignment start.
+
+    Which device serves which measurement type follows from its type code: a blood-pressure
+    monitor sends blood pressure, a pulse oximeter SpO2 and heart rate, a scale weight.
+    """
+    devices: dict[str, tuple[str, Device]] = {}
+    uses: list[tuple[str, str, datetime]] = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Device":
+            code = resource["type"]["coding"][0]["code"]
+            ident = resource["identifier"][0]
+            devices[entry["fullUrl"]] = (code, Device(ident["system"], ident["value"]))
+        elif resource["resourceType"] == "DeviceUseStatement":
+            start = datetime.fromisoformat(resource["timingPeriod"]["start"])
+            uses.append((resource["subject"]["reference"], resource["device"]["reference"], start))
+    homes: dict[str, Home] = {}
+    latest_start = datetime.min.replace(tzinfo=UTC)
+    for patient, device_ref, start in uses:
+        code, device = devices[device_ref]
+        home = homes.setdefault(patient, Home(patient))
+        slot = {BP_MONITOR: "bp", OXIMETER: "oximeter", SCALE: "scale"}.get(code)
+        if slot is None:
+            continue
+        current: Device | None = getattr(home, slot)
+        # One device per slot; the EUI-64 devices (the PHD gateways') first.
+        if current is None or (current.system != EUI64_SYSTEM and device.system == EUI64_SYSTEM):
+            setattr(home, slot, device)
+        latest_start = max(latest_start, start)
+    ordered = list(homes.values())  # the bundle's order: copy after copy
+    for n, home in enumerate(ordered):
+        k = n % 5
+        home.systolic, home.pulse, home.weight = 118.0 + 5 * k, 62.0 + 4 * k, 68.0 + 7 * k
+    return ordered, latest_start
+
+
+@dataclass(slots=True)
+class Stream:
+    """The raw messages: history first (not timed), then the measured ones."""
+
+    gateway: str
+    history: list[RawMessage]
+    measured: list[RawMessage]
+    types: Counter[str] = field(default_factory=Counter)
+    out_of_range: int = 0
+
+    @property
+    def first(self) -> datetime:
+        return self.measured[0].received_at - RECEIVED_AFTER
+
+    @property
+    def last(self) -> datetime:
+        return self.measured[-1].received_at - RECEIVED_AFTER
+
+
+class _Readings:
+    """Readings of every home, round after round, as the devices would send them."""
+
+    def __init__(self, homes: list[Home], cadence: timedelta, rng: random.Random) -> None:
+        self.homes, self.cadence, self.rng = homes, cadence, rng
+        self.out_of_range = 0
+        self.share = 0.0  # of the readings put out of range
+
+    def per_round(self) -> float:
+        daily = max(1, round(timedelta(days=1) / self.cadence))
+        return sum(
+            (2 if h.oximeter else 0) + (1 if h.bp else 0) + (1 / daily if h.scale else 0)
+            for h in self.homes
+        )
+
+    def from_(
+        self, start: datetime, measured_from: datetime
+    ) -> Iterator[tuple[bool, datetime, dict[str, Any]]]:
+        """(measured?, time, reading) from `start` on; rounds from `measured_from` are the
+        measured ones, and only they have readings put out of range."""
+        rng = self.rng
+        for n in range(sys.maxsize):
+            at = start + n * self.cadence
+            measured = at >= measured_from
+            self.share = OUT_OF_RANGE if measured else 0.0
+            morning = (at - self.cadence).date() != at.date() or self.cadence >= timedelta(days=1)
+            for k, home in enumerate(self.homes):
+                when = at + self.cadence * k / len(self.homes)  # spread over the round
+                if home.scale is not None and morning:
+                    yield measured, when, self._weight(home, when, k)
+                if home.bp is not None:
+                    yield measured, when + timedelta(minutes=1), self._blood_pressure(home, rng)
+                if home.oximeter is not None:
+                    later = when + timedelta(minutes=2)
+                    yield measured, later, self._spo2(home, rng)
+                    yield measured, later, self._pulse(home, rng)
+
+    def _abnormal(self) -> bool:
+        if self.rng.random() < self.share:
+            self.out_of_range += 1
+            return True
+        return False
+
+    def _weight(self, home: Home, when: datetime, k: int) -> dict[str, Any]:
+        # Every 11 days a patient retains fluid for three days: +1.1 kg a day, then back.
+        day = (when.toordinal() + 4 * k) % 11
+        gain = 1.1 * (day + 1) if day < 3 else 0.0
+        value = round(home.weight + gain + self.rng.gauss(0, 0.3), 1)
+        return _one(home.scale, "body-weight", value=value, unit="kg")
+
+    def _blood_pressure(self, home: Home, rng: random.Random) -> dict[str, Any]:
+        systolic = round(rng.gauss(home.systolic, 8))
+        diastolic = round(rng.gauss(78, 6))
+        if self._abnormal():
+            systolic = rng.choice((90, 166, 172, 186))
+            diastolic = min(diastolic, systolic - 30)
+        components = {
+            "systolic": {"value": systolic, "unit": "mm[Hg]"},
+            "diastolic": {"value": diastolic, "unit": "mm[Hg]"},
+        }
+        return _one(home.bp, "blood-pressure", components=components)
+
+    def _spo2(self, home: Home, rng: random.Random) -> dict[str, Any]:
+        value = min(100, round(rng.gauss(96.5, 1.1)))
+        if self._abnormal():
+            value = rng.choice((86, 90, 91))
+        return _one(home.oximeter, "oxygen-saturation", value=value, unit="%")
+
+    def _pulse(self, home: Home, rng: random.Random) -> dict[str, Any]:
+        value = round(rng.gauss(home.pulse, 5))
+        if self._abnormal():
+            value = rng.choice((44, 108, 126))
+        return _one(home.oximeter, "heart-rate", value=value, unit="/min")
+
+
+def _one(device: Device | None, type_key: str, **reading: Any) -> dict[str, Any]:
+    assert device is not None
+    return {"device": {"system": device.system, "value": device.value}, "type": type_key, **reading}
+
+
+def make_stream(
+    bundle: dict[str, Any], measurements: int, cadence: timedelta, gateway: str, seed: int = 2026
+) -> tuple[Stream, list[Home]]:
+    """The same readings for any seed and size, ending within two rounds before now."""
+    homes, assigned_from = demo_homes(bundle)
+    readings = _Readings(homes, cadence, random.Random(seed))
+    rounds = math.ceil(measurements / readings.per_round()) + 1
+    history_rounds = math.ceil(timedelta(days=HISTORY_DAYS) / cadence)
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+    measured_from = end - (rounds + 1) * cadence
+    start = measured_from - history_rounds * cadence
+    if start < assigned_from + timedelta(days=1):
+        most = int((measured_from - assigned_from).days / cadence.total_seconds() * 86_400)
+        raise BenchError(
+            f"{measurements} measurements at one round every {cadence} reach back before the "
+            f"demo devices were assigned ({assigned_from:%Y-%m-%d}); use a longer cadence "
+            f"or fewer measurements (about {most * readings.per_round():.0f} fit)"
+        )
+    stream = Stream(gateway, [], [])
+    for index, (measured, when, reading) in enumerate(readings.from_(start, measured_from)):
+        if len(stream.measured) == measurements:
+            break
+        envelope = {
+            "message_id": f"rules-{index}",
+            "measurements": [reading | {"time": when.isoformat(timespec="milliseconds")}],
+        }
+        raw = RawMessage(
+            payload=json.dumps(envelope, separators=(",", ":")).encode(),
+            transport="http",
+            topic="/ingest/dho-json",
+            gateway=gateway,
+            adapter="dho-json",
+            received_at=when + RECEIVED_AFTER,
+        )
+        if not measured:
+            stream.history.append(raw)
+        else:
+            stream.measured.append(raw)
+            stream.types[reading["type"]] += 1
+    stream.out_of_range = readings.out_of_range
+    return stream, homes
+
+
+# ---------------------------------------------------------------- databases
+
+
+def _asyncpg_url(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _pg_admin(server_url: str, sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(_asyncpg_url(server_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(server_url: str | None, tmp: Path, name: str) -> Iterator[str]:
+    """A new empty database: a SQLite file in `tmp`, or database `name` on the PostgreSQL
+    server of `server_url` (created from its database, dropped afterwards) — like the tests'
+    `scratch_pg_database`, so nobody else's tables are touched."""
+    if server_url is None:
+        yield f"sqlite+aiosqlite:///{tmp / f'{name}.sqlite3'}"
+        return
+    asyncio.run(_pg_admin(server_url, f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(server_url)
+    url = parts._replace(scheme="postgresql+asyncpg", path=f"/{name}").geturl()
+    try:
+        yield url
+    finally:
+        asyncio.run(_pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def bench_settings(url: str, batch: int) -> Settings:
+    return Settings(_env_file=None, database_url=url, batch_max_size=batch)
+
+
+async def seed(sessions: Any, bundle: dict[str, Any], gateway: str) -> None:
+    """The registry and a gateway serving all its organisations (as `tests.support.seed`)."""
+    from sqlalchemy import select
+
+    from dho.db.models import Organization
+    from dho.registry.gateways import create_gateway
+    from dho.registry.importer import import_bundle
+
+    async with sessions() as session, session.begin():
+        await import_bundle(session, bundle, allow_synthetic=True)
+        organisations = list(await session.scalars(select(Organization.id)))
+        await create_gateway(session, gateway, "Bench hub", organisations)
+
+
+async def give_plans(pipeline: Pipeline, sessions: Any, valid_from: datetime) -> int:
+    """The heart-failure plan, from `valid_from`, for every patient of the registry."""
+    from sqlalchemy import select
+
+    from dho.db.models import Patient
+    from dho.rules.plan_store import PlanRequest, add_plan_version
+
+    request = PlanRequest(PLAN, HPR_AUTHOR, HPR_APPROVER, valid_from, note="bench.rules")
+    async with sessions() as session, session.begin():
+        patients = list(await session.scalars(select(Patient.id)))
+        for patient in patients:
+            await add_plan_version(session, pipeline.reference.plans, patient, request)
+    return len(patients)
+
+
+# ---------------------------------------------------------------- the two pipelines
+
+
+class TimedPipeline(Pipeline):
+    """The real pipeline; it only adds up the time its judge stage takes (context + rules)."""
+
+    judge_s = 0.0
+
+    async def _judge(self, session: Any, plans: list[MessagePlan]) -> None:
+        started = time.perf_counter()
+        try:
+            await super()._judge(session, plans)
+        finally:
+            self.judge_s += time.perf_counter() - started
+
+
+class UnjudgedPipeline(TimedPipeline):
+    """The baseline: the real pipeline with judging switched off (no patient context, no
+    findings, no alert episodes); every other stage runs as in production."""
+
+    async def _judge(self, session: Any, plans: list[MessagePlan]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Params:
+    measurements: int
+    batch: int
+    database_url: str | None
+    cadence_hours: float
+    registry_copies: int
+    check: bool
+    profile: str | None
+
+
+async def _feed(
+    pipeline: Pipeline, raws: list[RawMessage], batch: int, profiler: cProfile.Profile | None
+) -> dict[str, Any]:
+    """Process `raws` in batches; wall and CPU time of this process, per-batch latency."""
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    cpu_started, started = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    for first in range(0, len(raws), batch):
+        chunk = raws[first : first + batch]
+        began = time.perf_counter()
+        results = await pipeline.process(chunk)
+        latencies.append(time.perf_counter() - began)
+        statuses.update(item.status for result in results for item in result.items)
+    if profiler is not None:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    n = len(raws)
+    return {
+        "measurements": n,
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(n / elapsed, 1),
+        "us_per_measurement": round(elapsed / n * 1e6, 1),
+        "cpu_us_per_measurement": round(cpu / n * 1e6, 1),
+        "batches": len(latencies),
+        "batch_ms": summary_ms(latencies),
+        "statuses": dict(sorted(statuses.items())),
+    }
+
+
+async def _stored(sessions: Any) -> dict[str, int]:
+    from sqlalchemy import text
+
+    counts = {}
+    async with sessions() as session:
+        for table in ("observation", "quarantine", "alert", "alert_evidence", "rule_state"):
+            counts[table] = int(
+                (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            )
+    return counts
+
+
+async def _analyze(engine: Any) -> None:
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        await conn.execute(text("ANALYZE"))
+        await conn.commit()
+
+
+def run_variant(
+    params: Params,
+    bundle: dict[str, Any],
+    stream: Stream,
+    url: str,
+    pipeline_class: type[TimedPipeline],
+    label: str,
+) -> dict[str, Any]:
+    """Migrate and seed a fresh database, ingest the history, then time the stream."""
+    from dho.db import migrate
+    from dho.db.engine import create_engine, session_factory
+
+    settings = bench_settings(url, params.batch)
+    migrate.upgrade(settings)
+
+    async def go() -> dict[str, Any]:
+        engine = create_engine(settings)
+        try:
+            sessions = session_factory(engine)
+            reference = ReferenceData.load(settings)
+            real = Pipeline(settings, sessions, reference)
+            await seed(sessions, bundle, stream.gateway)
+            history_from = stream.history[0].received_at - timedelta(days=1)
+            patients = await give_plans(real, sessions, history_from)
+            # The history is judged in both databases, so both start alike (alerts and rule
+            # states included) and the code paths are warm before the clock starts.
+            history_started = time.perf_counter()
+            await _feed(real, stream.history, params.batch, None)
+            history_s = time.perf_counter() - history_started
+            if not url.startswith("sqlite"):
+                # A database in service has planner statistics (autovacuum); these fresh
+                # ones not yet, and without them PostgreSQL scans raw_message and
+                # observation for every batch's duplicate check, in both variants alike.
+                await _analyze(engine)
+            before = await _stored(sessions)
+            pipeline = pipeline_class(settings, sessions, reference)
+            profiler = cProfile.Profile() if params.profile else None
+            result = await _feed(pipeline, stream.measured, params.batch, profiler)
+            if profiler is not None:
+                profiler.dump_stats(f"{params.profile}.{label}.prof")
+            after = await _stored(sessions)
+            result["judge_us_per_measurement"] = round(
+                pipeline.judge_s / len(stream.measured) * 1e6, 1
+            )
+            result["added"] = {k: after[k] - before[k] for k in after}
+            result["patients"] = patients
+            result["history_s"] = round(history_s, 1)
+            return result
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _machine(url: str) -> dict[str, Any]:
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "busy_before": cpu_busy(),
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "database": _database_version(url),
+        "code": _code_revision(),
+    }
+
+
+def run(params: Params) -> dict[str, Any]:
+    # In-process: the settings must not pick up the caller's DHO_* variables.
+    for key in [k for k in os.environ if k.upper().startswith("DHO_")]:
+        del os.environ[key]
+    cadence = timedelta(hours=params.cadence_hours)
+    bundle = demo_bundle(params.registry_copies)
+    stream, homes = make_stream(bundle, params.measurements, cadence, gateway="bench-hub")
+    prefix = f"dho_bench_rules_{uuid.uuid4().hex[:8]}"
+    results: dict[str, Any] = {"params": asdict(params)}
+    results["stream"] = {
+        "history": len(stream.history),
+        "measurements": len(stream.measured),
+        "patients": len(homes),
+        "types": dict(sorted(stream.types.items())),
+        "out_of_range": stream.out_of_range,
+        "first": stream.first.isoformat(timespec="minutes"),
+        "last": stream.last.isoformat(timespec="minutes"),
+    }
+    other = OtherLoad(None if params.database_url is None else prefix)
+    with workdir("dho-bench-rules-") as tmp:
+        variants: tuple[tuple[str, type[TimedPipeline]], ...] = (
+            ("rules", TimedPipeline),
+            ("baseline", UnjudgedPipeline),
+        )
+        for label, pipeline_class in variants:
+            with fresh_database(params.database_url, tmp, f"{prefix}_{label}") as url:
+                if "machine" not in results:
+                    results["machine"] = _machine(url)
+                results[label] = run_variant(params, bundle, stream, url, pipeline_class, label)
+    results["machine"]["other_load"] = other.measure()
+    rules, baseline = results["rules"], results["baseline"]
+    wall = rules["us_per_measurement"] / baseline["us_per_measurement"] - 1
+    cpu = rules["cpu_us_per_measurement"] / baseline["cpu_us_per_measurement"] - 1
+    results["overhead"] = {
+        "wall": round(wall, 4),
+        "cpu": round(cpu, 4),
+        "judge_stage": round(rules["judge_us_per_measurement"] / baseline["us_per_measurement"], 4),
+        "limit": LIMIT,
+        "within_limit": wall <= LIMIT,
+    }
+    return results
+
+
+def render(r: dict[str, Any]) -> str:
+    p, m, s, o = r["params"], r["machine"], r["stream"], r["overhead"]
+    types = ", ".join(f"{k} {v}" for k, v in s["types"].items())
+    lines = [
+        f"DHO rule evaluation — {m['database']}, {s['measurements']} measurements in batches "
+        f"of {p['batch']}, {s['patients']} patients on the {PLAN} plan",
+        f"machine: {m['nproc']} CPU ({m['cpu']}), {m['ram_gib']} GiB, Python {m['python']}; "
+        f"code {m['code']}",
+        *busy_warning(m),
+        f"stream: {types}; {s['out_of_range']} out of range; each patient every "
+        f"{p['cadence_hours']:g} h from {s['first']} to {s['last']}, after {s['history']} "
+        "readings of history",
+        "",
+        f"{'':<32}{'msgs/s':>8}{'µs/msg':>8}{'CPU µs':>8}{'judge µs':>9}"
+        f"{'p50':>8}{'p95':>8}{'max':>8}  ms/batch",
+    ]
+    for label, name in (
+        ("rules", "rules: judged, alert episodes"),
+        ("baseline", "baseline: judging off"),
+    ):
+        v = r[label]
+        lat = v["batch_ms"]
+        lines.append(
+            f"{name:<32}{v['msgs_per_s']:>8,.0f}{v['us_per_measurement']:>8,.0f}"
+            f"{v['cpu_us_per_measurement']:>8,.0f}{v['judge_us_per_measurement']:>9,.0f}"
+            f"{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['max']:>8.1f}"
+        )
+    ra, ba = r["rules"]["added"], r["baseline"]["added"]
+    verdict = "within" if o["within_limit"] else "ABOVE"
+    record = o["wall"] - o["judge_stage"]
+    lines += [
+        f"overhead of rule evaluation: {o['wall']:+.1%} wall time per measurement "
+        f"({o['cpu']:+.1%} CPU of this process) — {verdict} the {o['limit']:.0%} limit",
+        f"  judge stage (patient context + rules) {o['judge_stage']:+.1%}, record stage "
+        f"(alert episodes, annotated resources) and the rest {record:+.1%}",
+        f"  rules stored {ra['observation']} observations, {ra['alert']} new alerts, "
+        f"{ra['alert_evidence']} evidence rows, {ra['rule_state']} new rule states, "
+        f"{ra['quarantine']} quarantined",
+        f"  baseline stored {ba['observation']} observations, {ba['alert']} new alerts, "
+        f"{ba['quarantine']} quarantined",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.rules",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--measurements", type=int, default=10_000)
+    parser.add_argument(
+        "--batch", type=int, default=DEFAULT_BATCH, help="messages per Pipeline.process call"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server to make the two databases on, e.g. "
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test (default: SQLite files)",
+    )
+    parser.add_argument(
+        "--cadence-hours", type=float, default=2.0, help="how often each patient measures"
+    )
+    parser.add_argument(
+        "--registry-copies", type=int, default=1, help="the demo registry's patients K times"
+    )
+    parser.add_argument("--check", action="store_true", help=f"exit 1 above {LIMIT:.0%}")
+    parser.add_argument("--profile", help="write cProfile stats of the timed phases to PATH.*.prof")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    url = args.database_url
+    if url is not None and not url.startswith(("postgresql://", "postgresql+asyncpg://")):
+        parser.error("--database-url must be a PostgreSQL URL; SQLite is the default")
+    if min(args.measurements, args.batch, args.registry_copies) < 1 or args.cadence_hours <= 0:
+        parser.error("--measurements, --batch, --registry-copies, --cadence-hours: above 0")
+    params = Params(
+        measurements=args.measurements,
+        batch=args.batch,
+        database_url=url,
+        cadence_hours=args.cadence_hours,
+        registry_copies=args.registry_copies,
+        check=args.check,
+        profile=args.profile,
+    )
+    return params, bool(args.json)
+
+
+def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
+    params, as_json = parse_args(argv)
+    results = run(params)
+    print(dump_json(results) if as_json else render(results))
+    if params.check and not results["overhead"]["within_limit"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
