@@ -310,13 +310,15 @@ class EpisodeBook:
         """Write the batch's alerts, evidence, deliveries and rule states (no commit)."""
         if self.new_alerts:
             await session.execute(insert(Alert), self.new_alerts)
-        for alert_id, values in self.alert_updates.items():
-            await session.execute(update(Alert).where(Alert.id == alert_id).values(**values))
+        if self.alert_updates:  # one bulk UPDATE by primary key
+            changes = [{"id": alert_id} | v for alert_id, v in self.alert_updates.items()]
+            await session.execute(update(Alert), changes)
         if self.evidence:
             await session.execute(insert(AlertEvidence), self.evidence)
         if self.deliveries:
             await session.execute(insert(OutboxDelivery), self.deliveries)
-        inserts = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         for key in sorted(self.changed_memories):
             memory = self.memories[key]
             values = {
@@ -328,15 +330,10 @@ class EpisodeBook:
                 "repeat_plan_version": memory.repeat_plan.version if memory.repeat_plan else None,
                 "updated_at": now,
             }
-            if key in self.stored_memories:
-                patient_id, rule = key
-                await session.execute(
-                    update(RuleState)
-                    .where(RuleState.patient_id == patient_id, RuleState.rule == rule)
-                    .values(**values)
-                )
-            else:
-                inserts.append({"patient_id": key[0], "rule": key[1]} | values)
+            row = {"patient_id": key[0], "rule": key[1]} | values
+            (updates if key in self.stored_memories else inserts).append(row)
+        if updates:
+            await session.execute(update(RuleState), updates)
         if inserts:
             await session.execute(insert(RuleState), inserts)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -113,10 +114,10 @@ class PatientContext:
         self.vitals.setdefault(patient_id, {})[identity] = reading
 
 
-def lookback(plan: StandardPlan) -> timedelta:
-    """How far back the plan's trend and baseline rules look."""
-    days = [r.days or r.baseline_days or 0 for r in plan.changes]
-    days += [r.baseline_days for r in plan.baselines]
+def lookback(plan: StandardPlan, type_key: str) -> timedelta:
+    """How far back the plan's trend and baseline rules for a type look."""
+    days = [r.days or r.baseline_days or 0 for r in plan.changes if r.type == type_key]
+    days += [r.baseline_days for r in plan.baselines if r.type == type_key]
     return timedelta(days=max(days, default=0))
 
 
@@ -198,20 +199,20 @@ async def _load_vitals(
 async def _load_history(
     session: AsyncSession, context: PatientContext, wanted: list[tuple[str, str, datetime]]
 ) -> None:
-    """Readings of the trended types back to the longest look-back any reading needs."""
+    """Readings of each trended type back to the longest look-back its rules need."""
     since: dict[tuple[str, str], datetime] = {}
     for patient, type_key, effective in wanted:
         plan = context.plan_for(patient, effective).plan
         if type_key not in trended_types(plan):
             continue
-        start = effective - lookback(plan)
+        start = effective - lookback(plan, type_key)
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
     if not since:
         return
-    earliest = min(since.values())
-    patients = sorted({p for p, _ in since})
-    types = sorted({t for _, t in since})
+    earliest: dict[str, datetime] = {}
+    for (_, type_key), start in since.items():
+        earliest[type_key] = min(earliest.get(type_key, start), start)
     columns = (
         ObservationRow.patient_id,
         ObservationRow.type,
@@ -219,19 +220,26 @@ async def _load_history(
         ObservationRow.effective,
         ObservationRow.value,
     )
-    for chunk in _chunks(patients):
-        rows = await session.execute(
-            select(*columns).where(
-                ObservationRow.patient_id.in_(chunk),
-                ObservationRow.type.in_(types),
-                ObservationRow.effective >= earliest,
-                ObservationRow.value.is_not(None),
+    for type_key, start in sorted(earliest.items()):
+        patients = sorted({p for p, t in since if t == type_key})
+        for chunk in _chunks(patients):
+            rows = await session.execute(
+                select(*columns).where(
+                    ObservationRow.patient_id.in_(chunk),
+                    ObservationRow.type == type_key,
+                    ObservationRow.effective >= start,
+                    ObservationRow.value.is_not(None),
+                )
             )
-        )
-        for patient, type_key, identity, effective, value in rows:
-            if (patient, type_key) in since and effective >= since[(patient, type_key)]:
-                reading = Reading(effective, Decimal(str(value)))
-                context.remember(patient, type_key, identity, reading)
+            _remember_rows(context, since, rows)
+
+
+def _remember_rows(
+    context: PatientContext, since: dict[tuple[str, str], datetime], rows: Iterable[Any]
+) -> None:
+    for patient, type_key, identity, effective, value in rows:
+        if (patient, type_key) in since and effective >= since[(patient, type_key)]:
+            context.remember(patient, type_key, identity, Reading(effective, Decimal(str(value))))
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
