@@ -596,7 +596,8 @@ def raw_broker_latency(
 # ---------------------------------------------------------------- the machine
 
 
-def machine_info(database_url: str) -> dict[str, Any]:
+def machine_info(database_url: str, *, broker: bool = True) -> dict[str, Any]:
+    """The machine, the database and the code; the MQTT broker's version when `broker`."""
     mem_kib = next(
         int(line.split()[1])
         for line in Path("/proc/meminfo").read_text().splitlines()
@@ -609,10 +610,9 @@ def machine_info(database_url: str) -> dict[str, Any]:
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "mosquitto": mosquitto_version(),
         "database": _database_version(database_url),
         "code": _code_revision(),
-    }
+    } | ({"mosquitto": mosquitto_version()} if broker else {})
 
 
 def _code_revision() -> str:

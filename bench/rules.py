@@ -42,7 +42,6 @@ import cProfile
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -59,13 +58,10 @@ from urllib.parse import urlsplit
 from bench.common import (
     BenchError,
     OtherLoad,
-    _code_revision,
-    _cpu_model,
-    _database_version,
     busy_warning,
-    cpu_busy,
     dump_json,
     exit_on_sigterm,
+    machine_info,
     summary_ms,
     workdir,
 )
@@ -557,21 +553,7 @@ def run_variant(
 
 
 def _machine(url: str) -> dict[str, Any]:
-    mem_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    return {
-        "busy_before": cpu_busy(),
-        "nproc": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "ram_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "database": _database_version(url),
-        "code": _code_revision(),
-    }
+    return machine_info(url, broker=False)
 
 
 def run(params: Params) -> dict[str, Any]:
