@@ -123,6 +123,15 @@ class Settings(BaseSettings):
         le=86_400,
         description="How often the scheduler looks for closed measuring windows left empty.",
     )
+    history_cache_patients: int = Field(
+        default=2000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "How many patients' recent readings each process keeps for the trend rules "
+            "between batches (0: read them from the database for every batch)."
+        ),
+    )
     device_silent_after_s: int = Field(
         default=86_400,
         ge=60,

@@ -31,6 +31,7 @@ class StoredObservation:
     value_digest: str
     identity: str
     raw_id: int  # the raw message the current version came from
+    patient_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -138,16 +139,17 @@ async def load_existing(
         ObservationRow.value_digest,
         ObservationRow.raw_message_id,
         ObservationRow.source_identifier,
+        ObservationRow.patient_id,
     )
     for column, keys in (
         (ObservationRow.identity, identities),
         (ObservationRow.source_identifier, source_identifiers),
     ):
         for chunk in _chunks(sorted(set(keys))):
-            for identity, obs_id, version, digest, raw_id, source in await session.execute(
+            for identity, obs_id, version, digest, raw_id, source, patient in await session.execute(
                 select(*columns).where(column.in_(chunk))
             ):
-                stored = StoredObservation(obs_id, version, digest, identity, raw_id)
+                stored = StoredObservation(obs_id, version, digest, identity, raw_id, patient)
                 state.observations[identity] = stored
                 if source is not None:
                     readings = state.by_source_identifier.setdefault(source, [])

@@ -43,6 +43,7 @@ from dho.ingest.to_fhir import to_fhir
 from dho.questionnaires.catalogue import load_questionnaires
 from dho.questionnaires.responses import judge_answers
 from dho.rules import news2_inputs
+from dho.rules.history_cache import HistoryCache
 from dho.rules.judge import judge
 from dho.rules.news2_rule import score_news2
 from dho.rules.patient_context import (
@@ -111,10 +112,16 @@ class Pipeline:
         self._sessions = sessions
         self._reference = reference
         self._targets = delivery_targets(settings)
+        self._history = HistoryCache(settings.history_cache_patients)
 
     @property
     def reference(self) -> ReferenceData:
         return self._reference
+
+    @property
+    def history(self) -> HistoryCache:
+        """The patients' recent readings this pipeline keeps between batches."""
+        return self._history
 
     async def process(self, raws: list[RawMessage]) -> list[MessageResult]:
         """Commit the batch and return one result per message, in order."""
@@ -210,7 +217,13 @@ class Pipeline:
         patients |= {i.questionnaire.patient_id for p in plans for i in p.items if i.questionnaire}
         episodes = await load_episode_book(session, patients, self._targets)
         return await record(
-            session, plans, existing, episodes=episodes, now=now, redriven_by=redriven_by
+            session,
+            plans,
+            existing,
+            episodes=episodes,
+            now=now,
+            redriven_by=redriven_by,
+            history=self._history,
         )
 
     async def compute(
@@ -257,7 +270,9 @@ class Pipeline:
             if i.questionnaire is not None and i.error is None
         ]
         readings += [(q.patient_id, "", q.reply.answers.authored) for _, q in replies]
-        context = await load_patient_context(session, self._reference.plans, readings)
+        context = await load_patient_context(
+            session, self._reference.plans, readings, self._history
+        )
         for item, reply in replies:
             authored = reply.reply.answers.authored
             reply.plan = context.plan_for(reply.patient_id, authored).ref

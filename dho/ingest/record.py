@@ -14,6 +14,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -24,6 +25,7 @@ from dho.alerts.episode_book import EpisodeBook, Report
 from dho.db.models import (
     ObservationRow,
     ObservationVersion,
+    Patient,
     Quarantine,
     QuestionnaireResponseRow,
     RawMessage,
@@ -35,11 +37,13 @@ from dho.ingest.measurement import Measurement
 from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult, QuestionnaireItem
 from dho.ingest.record_quarantine import QuarantineBook
 from dho.questionnaires.responses import QUESTIONNAIRE_ANSWER
+from dho.rules.history_cache import LOCKED_STAMPS, HistoryCache, Written, new_stamp
 from dho.rules.judge import Judgement
 from dho.rules.news2_fhir import NEWS2_CODE
 from dho.rules.news2_rule import RULE as NEWS2_TYPE
 from dho.rules.news2_rule import News2Result
 from dho.rules.thresholds import Band
+from dho.rules.trends import Reading
 
 # What the plan adds to a reading: not part of the reading itself.
 _JUDGED = ("interpretation", "referenceRange")
@@ -68,6 +72,7 @@ class _Batch:
     pending_observations: dict[str, dict[str, Any]] = field(default_factory=dict)
     deferred_updates: list[Any] = field(default_factory=list)  # UPDATEs after the INSERTs
     replies: list[dict[str, Any]] = field(default_factory=list)  # questionnaire replies
+    corrected: set[str] = field(default_factory=set)  # patients of stored rows changed
 
 
 async def record(
@@ -78,8 +83,13 @@ async def record(
     episodes: EpisodeBook,
     now: datetime,
     redriven_by: str | None = None,
+    history: HistoryCache | None = None,
 ) -> list[MessageResult]:
-    """Write raw messages, observations, alerts, deliveries and quarantine rows; no commit."""
+    """Write raw messages, observations, alerts, deliveries and quarantine rows; no commit.
+
+    Every patient whose observations change gets a new history stamp; `history`, the
+    process's cache, learns what was written.
+    """
     book = QuarantineBook(dict(existing.open_quarantine), reprocessing=redriven_by is not None)
     batch = _Batch(session, existing, episodes, now, redriven_by, book)
     fresh = [p for p in plans if p.raw_id is None and not _seen_before(p, existing)]
@@ -103,6 +113,7 @@ async def record(
     await _insert_rows(session, batch.rows)
     for statement in batch.deferred_updates:
         await session.execute(statement)
+    await _stamp_history(batch, history)
     if batch.replies:
         await session.execute(insert(QuestionnaireResponseRow), batch.replies)
     await episodes.flush(session, now)
@@ -110,6 +121,37 @@ async def record(
         await session.execute(insert(Quarantine), book.new_rows)
     await book.apply(session, now, redriven_by)
     return results
+
+
+async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
+    rows = batch.rows.observations
+    touched = {row["patient_id"] for row in rows} | batch.corrected
+    if not touched:
+        return
+    stamp = new_stamp()
+    await batch.session.execute(
+        update(Patient).where(Patient.id.in_(sorted(touched))).values(history_stamp=stamp)
+    )
+    if history is None:
+        return
+    writes = [
+        Written(row["patient_id"], row["type"], row["identity"], Reading(row["effective"], value))
+        for row in rows
+        if (value := _decimal(row["value"])) is not None
+    ]
+    history.written(stamp, batch.session.info.get(LOCKED_STAMPS, {}), writes, touched)
+    history.forget(batch.corrected)
+
+
+def _corrected(batch: _Batch, patient_id: str, known: StoredObservation) -> None:
+    """A stored row changes: its patient's history (and the one it leaves) is not the same."""
+    batch.corrected.add(patient_id)
+    if known.patient_id is not None:
+        batch.corrected.add(known.patient_id)
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 def _seen_before(plan: MessagePlan, existing: ExistingState) -> bool:
@@ -250,7 +292,8 @@ async def _record_item(batch: _Batch, plan: MessagePlan, item: ItemPlan, raw_id:
         await _correct_observation(batch, plan, known, item, raw_id, text, digest)
     observation_id = str(known.id if known is not None else resource["id"])
     batch.rows.versions.append(_version_row(observation_id, version, raw_id, text, batch.now))
-    stored = StoredObservation(observation_id, version, digest, m.identity, raw_id)
+    patient_id = item.resolved.patient_id
+    stored = StoredObservation(observation_id, version, digest, m.identity, raw_id, patient_id)
     batch.existing.observations[m.identity] = stored
     if m.source_key is not None:
         batch.existing.by_source_identifier.setdefault(m.source_key, []).append(stored)
@@ -428,8 +471,10 @@ def _record_news2(
     else:
         statement = update(ObservationRow).where(ObservationRow.id == observation_id)
         batch.deferred_updates.append(statement.values(**values))
+        _corrected(batch, item.resolved.patient_id, known)
     batch.rows.versions.append(_version_row(observation_id, version, raw_id, text, batch.now))
-    stored = StoredObservation(observation_id, version, digest, score.identity, raw_id)
+    patient_id = item.resolved.patient_id
+    stored = StoredObservation(observation_id, version, digest, score.identity, raw_id, patient_id)
     batch.existing.observations[score.identity] = stored
     return observation_id, resource
 
@@ -504,6 +549,7 @@ async def _correct_observation(
     if pending is not None:
         pending.update(values)
         return
+    _corrected(batch, item.resolved.patient_id, known)
     await batch.session.execute(
         update(ObservationRow).where(ObservationRow.id == known.id).values(**values)
     )

@@ -3,6 +3,8 @@ the plan versions that apply, pauses, and recent readings of the types their pla
 
 Loading first locks the patients' rows (PostgreSQL; SQLite has one writer anyway), so two
 service processes judging readings of one patient take turns and see each other's alerts.
+The history comes from the process's `HistoryCache` where the patient's stamp says it is
+still true, and from the database otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dho.catalogue import Catalogue
 from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
 from dho.ingest.normalise import PlausibilityLimits
 from dho.rules import news2_inputs
+from dho.rules.history_cache import LOCKED_STAMPS, HistoryCache
 from dho.rules.judge import AppliedPlan, PlanRef
 from dho.rules.plans import StandardPlan, load_standard_plans, plan_from_document
 from dho.rules.trends import Reading
@@ -129,6 +132,7 @@ async def load_patient_context(
     session: AsyncSession,
     catalogue: PlanCatalogue,
     readings: Iterable[tuple[str, str, datetime]],
+    history: HistoryCache | None = None,
 ) -> PatientContext:
     """Lock the patients of (patient, type, effective) readings and read their context."""
     wanted = list(readings)
@@ -136,14 +140,17 @@ async def load_patient_context(
     context = PatientContext(catalogue)
     if not ids:
         return context
+    stamps: dict[str, int | None] = session.info.setdefault(LOCKED_STAMPS, {})
     for chunk in _chunks(ids):
         locked = await session.execute(
-            select(Patient.id, Patient.birth_date)
+            select(Patient.id, Patient.birth_date, Patient.history_stamp)
             .where(Patient.id.in_(chunk))
             .order_by(Patient.id)
             .with_for_update(key_share=True)
         )
-        context.birth_dates.update((pid, born) for pid, born in locked)
+        for pid, born, stamp in locked:
+            context.birth_dates[pid] = born
+            stamps[pid] = stamp
         plans = select(PatientPlan).where(PatientPlan.patient_id.in_(chunk))
         for row in await session.scalars(
             plans.order_by(PatientPlan.valid_from, PatientPlan.version)
@@ -154,7 +161,7 @@ async def load_patient_context(
             context.pauses.setdefault(pause.patient_id, []).append(
                 Pause(pause.reason, pause.starts_at, pause.ends_at)
             )
-    await _load_history(session, context, wanted)
+    await _load_history(session, context, wanted, stamps, history)
     await _load_vitals(session, context, wanted)
     return context
 
@@ -197,7 +204,11 @@ async def _load_vitals(
 
 
 async def _load_history(
-    session: AsyncSession, context: PatientContext, wanted: list[tuple[str, str, datetime]]
+    session: AsyncSession,
+    context: PatientContext,
+    wanted: list[tuple[str, str, datetime]],
+    stamps: dict[str, int | None],
+    history: HistoryCache | None,
 ) -> None:
     """Readings of each trended type back to the longest look-back its rules need."""
     since: dict[tuple[str, str], datetime] = {}
@@ -208,6 +219,12 @@ async def _load_history(
         start = effective - lookback(plan, type_key)
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
+    if history is not None:
+        for key, start in list(since.items()):
+            cached = history.get(key[0], stamps.get(key[0]), key[1], start)
+            if cached is not None:
+                context.history[key] = cached
+                del since[key]
     if not since:
         return
     earliest: dict[str, datetime] = {}
@@ -232,6 +249,10 @@ async def _load_history(
                 )
             )
             _remember_rows(context, since, rows)
+    if history is not None:
+        for key, start in since.items():
+            found = context.history.get(key, {})
+            history.put(key[0], stamps.get(key[0]), key[1], start, found)
 
 
 def _remember_rows(

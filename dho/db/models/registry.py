@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dho.db.base import Base, UTCDateTime, utcnow
@@ -39,6 +49,9 @@ class Patient(Base):
     municipality_number: Mapped[str | None] = mapped_column(String(8))
     resource: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A new random token whenever a transaction writes the patient's observations: tells a
+    # process whether the history it holds for the patient is still true.
+    history_stamp: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CareTeam(Base):

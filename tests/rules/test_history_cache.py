@@ -1,0 +1,87 @@
+"""HistoryCache on its own: stamps, look-back, the bound on patients, and writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from dho.rules.history_cache import HistoryCache, Written, new_stamp
+from dho.rules.trends import Reading
+
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+WEIGHT = "body-weight"
+
+
+def readings(*days: int) -> dict[str, Reading]:
+    return {f"w{d}": Reading(T0 + timedelta(days=d), Decimal(80 + d)) for d in days}
+
+
+def test_a_history_is_served_only_at_its_stamp_and_for_a_look_back_it_covers() -> None:
+    cache = HistoryCache(10)
+    cache.put("p", 7, WEIGHT, T0, readings(0, 1, 2))
+    assert cache.get("p", 8, WEIGHT, T0) is None  # someone wrote since
+    assert cache.get("p", 7, WEIGHT, T0 - timedelta(days=1)) is None  # looks back further
+    assert cache.get("p", 7, "heart-rate", T0) is None
+    assert sorted(cache.get("p", 7, WEIGHT, T0) or {}) == ["w0", "w1", "w2"]
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_a_shorter_look_back_drops_older_readings_for_good() -> None:
+    cache = HistoryCache(10)
+    cache.put("p", None, WEIGHT, T0, readings(0, 1, 2))
+    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(days=1)) or {}) == ["w1", "w2"]
+    assert cache.get("p", None, WEIGHT, T0) is None
+
+
+def test_the_copy_served_can_be_changed_without_changing_the_cache() -> None:
+    cache = HistoryCache(10)
+    cache.put("p", 1, WEIGHT, T0, readings(0))
+    served = cache.get("p", 1, WEIGHT, T0)
+    assert served is not None
+    served["phantom"] = Reading(T0, Decimal(1))
+    assert list(cache.get("p", 1, WEIGHT, T0) or {}) == ["w0"]
+
+
+def test_the_least_recently_judged_patients_go_first() -> None:
+    cache = HistoryCache(2)
+    cache.put("a", 1, WEIGHT, T0, readings(0))
+    cache.put("b", 1, WEIGHT, T0, readings(0))
+    assert cache.get("a", 1, WEIGHT, T0) is not None
+    cache.put("c", 1, WEIGHT, T0, readings(0))
+    assert len(cache) == 2
+    assert cache.get("b", 1, WEIGHT, T0) is None
+    assert cache.get("a", 1, WEIGHT, T0) is not None
+
+
+def test_a_cache_of_size_zero_holds_nothing() -> None:
+    cache = HistoryCache(0)
+    cache.put("a", 1, WEIGHT, T0, readings(0))
+    assert len(cache) == 0 and cache.get("a", 1, WEIGHT, T0) is None
+
+
+def test_writes_move_a_locked_history_to_the_new_stamp_and_drop_unlocked_ones() -> None:
+    cache = HistoryCache(10)
+    cache.put("locked", 1, WEIGHT, T0, readings(0))
+    cache.put("stale", 2, WEIGHT, T0, readings(0))
+    cache.put("other", 3, WEIGHT, T0, readings(0))
+    new = new_stamp()
+    fresh = Reading(T0 + timedelta(days=3), Decimal("83.4"))
+    writes = [Written("locked", WEIGHT, "w3", fresh), Written("other", WEIGHT, "w9", fresh)]
+    # "stale" was read at stamp 5 by this transaction, not the 2 the cache holds.
+    cache.written(new, {"locked": 1, "stale": 5}, writes, {"locked", "stale"})
+    assert cache.get("locked", 1, WEIGHT, T0) is None
+    assert (cache.get("locked", new, WEIGHT, T0) or {})["w3"] == fresh
+    assert cache.get("stale", new, WEIGHT, T0) is None and cache.get("stale", 2, WEIGHT, T0) is None
+    assert list(cache.get("other", 3, WEIGHT, T0) or {}) == ["w0"]  # not touched: unchanged
+
+
+def test_forget_drops_a_patient() -> None:
+    cache = HistoryCache(10)
+    cache.put("p", 1, WEIGHT, T0, readings(0))
+    cache.forget(["p", "never-seen"])
+    assert len(cache) == 0
+
+
+def test_new_stamps_fit_a_signed_bigint_and_differ() -> None:
+    stamps = {new_stamp() for _ in range(1000)}
+    assert len(stamps) == 1000 and all(0 <= s < 2**63 for s in stamps)
