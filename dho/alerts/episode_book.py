@@ -61,17 +61,39 @@ class Report:
 
 
 def memory_of(state: RuleState) -> RuleMemory:
-    plan = None
-    if state.repeat_plan_id is not None and state.repeat_plan_version is not None:
-        name = state.repeat_plan_id.removeprefix("standard:")
-        plan = PlanRef(state.repeat_plan_id, state.repeat_plan_version, name)
-    return RuleMemory(
-        Band(state.band),
+    return _memory(
+        state.band,
         state.repeat_until,
         state.repeat_observation_id,
         state.repeat_summary,
-        plan,
+        state.repeat_plan_id,
+        state.repeat_plan_version,
     )
+
+
+# The columns of a rule state that make its memory, in `_memory`'s order.
+_MEMORY_COLUMNS = (
+    RuleState.band,
+    RuleState.repeat_until,
+    RuleState.repeat_observation_id,
+    RuleState.repeat_summary,
+    RuleState.repeat_plan_id,
+    RuleState.repeat_plan_version,
+)
+
+
+def _memory(
+    band: int,
+    repeat_until: datetime | None,
+    observation_id: str | None,
+    summary: str | None,
+    plan_id: str | None,
+    plan_version: int | None,
+) -> RuleMemory:
+    plan = None
+    if plan_id is not None and plan_version is not None:
+        plan = PlanRef(plan_id, plan_version, plan_id.removeprefix("standard:"))
+    return RuleMemory(Band(band), repeat_until, observation_id, summary, plan)
 
 
 def _reference(resource_type: str, resource_id: str | None) -> str | None:
@@ -344,15 +366,15 @@ async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Ite
     for start in range(0, len(wanted), 500):
         query = select(Alert).where(Alert.open_key.in_(wanted[start : start + 500]))
         for alert in await session.scalars(query):
-            _add_open(book, alert)
+            assert alert.open_key is not None
+            _add_open(book, alert.open_key, alert.id, alert.severity, alert.summary, alert.details)
 
 
-def _add_open(book: EpisodeBook, alert: Alert) -> None:
-    assert alert.open_key is not None
-    book.open[alert.open_key] = _OpenAlert(
-        Episode(alert.id, Band[alert.severity.upper()]),
-        alert.summary,
-        jsonutil.loads(alert.details),
+def _add_open(
+    book: EpisodeBook, key: str, alert_id: str, severity: str, summary: str, details: str
+) -> None:
+    book.open[key] = _OpenAlert(
+        Episode(alert_id, Band[severity.upper()]), summary, jsonutil.loads(details)
     )
 
 
@@ -364,13 +386,16 @@ async def load_episode_book(
     ids = sorted(set(patient_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        for state in await session.scalars(
-            select(RuleState).where(RuleState.patient_id.in_(chunk))
-        ):
-            key = (state.patient_id, state.rule)
-            book.memories[key] = memory_of(state)
-            book.stored_memories.add(key)
-        open_alerts = select(Alert).where(Alert.patient_id.in_(chunk), Alert.open_key.is_not(None))
-        for alert in await session.scalars(open_alerts):
-            _add_open(book, alert)
+        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS)
+        for state in await session.execute(states.where(RuleState.patient_id.in_(chunk))):
+            memory_key = (state.patient_id, state.rule)
+            book.memories[memory_key] = _memory(*state[2:])
+            book.stored_memories.add(memory_key)
+        columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)
+        open_alerts = select(*columns).where(
+            Alert.patient_id.in_(chunk), Alert.open_key.is_not(None)
+        )
+        for key, alert_id, severity, summary, details in await session.execute(open_alerts):
+            assert key is not None
+            _add_open(book, key, alert_id, severity, summary, details)
     return book

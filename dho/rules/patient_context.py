@@ -66,14 +66,21 @@ class PlanCatalogue:
             PlanRef(f"standard:{self.default}", 0, self.default), self.standard[self.default]
         )
 
-    def version(self, row: PatientPlan) -> AppliedPlan:
-        plan = self._parsed.get(row.id)
-        if plan is None:
-            where = f"plan {row.id} (patient {row.patient_id}, version {row.version})"
-            data = jsonutil.loads(row.content)
-            plan = plan_from_document(data, where, self.config_dir, self.types, self.limits)
-            self._parsed[row.id] = plan
-        return AppliedPlan(PlanRef(row.id, row.version, row.standard_plan), plan, row.valid_from)
+    def parsed(self, plan_id: str) -> bool:
+        return plan_id in self._parsed
+
+    def parse(self, row: PatientPlan) -> None:
+        where = f"plan {row.id} (patient {row.patient_id}, version {row.version})"
+        data = jsonutil.loads(row.content)
+        plan = plan_from_document(data, where, self.config_dir, self.types, self.limits)
+        self._parsed[row.id] = plan
+
+    def version(
+        self, plan_id: str, version: int, standard_plan: str, valid_from: datetime
+    ) -> AppliedPlan:
+        """A parsed patient plan version (see `parse`)."""
+        ref = PlanRef(plan_id, version, standard_plan)
+        return AppliedPlan(ref, self._parsed[plan_id], valid_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +158,7 @@ async def load_patient_context(
         for pid, born, stamp in locked:
             context.birth_dates[pid] = born
             stamps[pid] = stamp
-        plans = select(PatientPlan).where(PatientPlan.patient_id.in_(chunk))
-        for row in await session.scalars(
-            plans.order_by(PatientPlan.valid_from, PatientPlan.version)
-        ):
-            context.plans.setdefault(row.patient_id, []).append(catalogue.version(row))
+        await _load_plans(session, context, chunk)
         pauses = select(PatientPause).where(PatientPause.patient_id.in_(chunk))
         for pause in await session.scalars(pauses):
             context.pauses.setdefault(pause.patient_id, []).append(
@@ -164,6 +167,31 @@ async def load_patient_context(
     await _load_history(session, context, wanted, stamps, history)
     await _load_vitals(session, context, wanted)
     return context
+
+
+async def _load_plans(session: AsyncSession, context: PatientContext, chunk: list[str]) -> None:
+    """The patients' plan versions; the content only of versions not parsed before."""
+    catalogue = context.catalogue
+    versions = (
+        await session.execute(
+            select(
+                PatientPlan.id,
+                PatientPlan.patient_id,
+                PatientPlan.version,
+                PatientPlan.standard_plan,
+                PatientPlan.valid_from,
+            )
+            .where(PatientPlan.patient_id.in_(chunk))
+            .order_by(PatientPlan.valid_from, PatientPlan.version)
+        )
+    ).all()
+    unparsed = [plan_id for plan_id, *_ in versions if not catalogue.parsed(plan_id)]
+    if unparsed:
+        for row in await session.scalars(select(PatientPlan).where(PatientPlan.id.in_(unparsed))):
+            catalogue.parse(row)
+    for plan_id, patient_id, version, standard_plan, valid_from in versions:
+        applied = catalogue.version(plan_id, version, standard_plan, valid_from)
+        context.plans.setdefault(patient_id, []).append(applied)
 
 
 async def _load_vitals(
