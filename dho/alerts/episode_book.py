@@ -110,11 +110,30 @@ def open_key(subject: str, rule: str) -> str:
     return f"{subject}|{rule}"[:250]
 
 
-@dataclass(slots=True)
 class _OpenAlert:
-    episode: Episode
-    summary: str
-    details: dict[str, Any]
+    """An open episode; its details parsed from the stored JSON only when needed."""
+
+    __slots__ = ("_details", "_stored", "episode", "summary")
+
+    def __init__(
+        self,
+        episode: Episode,
+        summary: str,
+        details: dict[str, Any] | None = None,
+        stored: str = "{}",
+    ) -> None:
+        self.episode, self.summary = episode, summary
+        self._details, self._stored = details, stored
+
+    @property
+    def details(self) -> dict[str, Any]:
+        if self._details is None:
+            self._details = jsonutil.loads(self._stored)
+        return self._details
+
+    @details.setter
+    def details(self, value: dict[str, Any]) -> None:
+        self._details = value
 
 
 @dataclass(slots=True)
@@ -373,9 +392,7 @@ async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Ite
 def _add_open(
     book: EpisodeBook, key: str, alert_id: str, severity: str, summary: str, details: str
 ) -> None:
-    book.open[key] = _OpenAlert(
-        Episode(alert_id, Band[severity.upper()]), summary, jsonutil.loads(details)
-    )
+    book.open[key] = _OpenAlert(Episode(alert_id, Band[severity.upper()]), summary, stored=details)
 
 
 async def load_episode_book(

@@ -16,10 +16,13 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dho.rules.trends import Reading
 
+# Readings older than a batch needs are dropped once they span this long (the rules look
+# at their own windows, so a few older readings served along do no harm).
+TRIM_AFTER = timedelta(days=1)
 # Where a transaction's session keeps the stamps it read under the patients' row locks.
 LOCKED_STAMPS = "dho.history_stamps"
 
@@ -66,7 +69,8 @@ class HistoryCache:
     def get(
         self, patient_id: str, stamp: int | None, type_key: str, since: datetime
     ) -> dict[str, Reading] | None:
-        """A copy of the readings from `since` on, when the cache holds them at `stamp`."""
+        """A copy of the readings from `since` on (and perhaps a few older ones), when the
+        cache holds them at `stamp`."""
         patient = self._patients.get(patient_id)
         span = patient.types.get(type_key) if patient is not None else None
         if patient is None or patient.stamp != stamp or span is None or span.since > since:
@@ -74,7 +78,7 @@ class HistoryCache:
             return None
         self.hits += 1
         self._patients.move_to_end(patient_id)
-        if any(r.effective < since for r in span.readings.values()):
+        if since - span.since > TRIM_AFTER:
             span.readings = {i: r for i, r in span.readings.items() if r.effective >= since}
             span.since = since
         return dict(span.readings)

@@ -13,6 +13,7 @@ Late readings belong in the history like any other: they feed trends.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,12 +81,16 @@ def outside_baseline(
     """Whether `new` lies beyond mean +/- k SD of the patient's baseline; None when not."""
     start = new.effective - timedelta(days=rule.baseline_days)
     values = [r.value for r in history if start <= r.effective < new.effective]
-    if len(values) < rule.min_readings:
+    n = len(values)
+    if n < rule.min_readings:
         return None
-    mean = sum(values, Decimal(0)) / len(values)
-    variance = sum(((v - mean) ** 2 for v in values), Decimal(0)) / (len(values) - 1)
-    sd = variance.sqrt()
-    if sd == 0:
+    total = sum(values, Decimal(0))
+    mean = total / n
+    # One pass over the sums: exact for readings' few digits, then rounded only once.
+    squares = sum(map(operator.mul, values, values), Decimal(0))
+    variance = (squares - total * mean) / (n - 1)
+    if variance <= 0:
         return None  # a constant baseline gives no spread to judge by
+    sd = variance.sqrt()
     deviations = abs(new.value - mean) / sd
     return Outside(mean, sd, deviations) if deviations > rule.k else None

@@ -26,11 +26,18 @@ def test_a_history_is_served_only_at_its_stamp_and_for_a_look_back_it_covers() -
     assert (cache.hits, cache.misses) == (1, 3)
 
 
-def test_a_shorter_look_back_drops_older_readings_for_good() -> None:
+def test_a_look_back_moved_on_by_more_than_a_day_drops_older_readings_for_good() -> None:
     cache = HistoryCache(10)
-    cache.put("p", None, WEIGHT, T0, readings(0, 1, 2))
-    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(days=1)) or {}) == ["w1", "w2"]
-    assert cache.get("p", None, WEIGHT, T0) is None
+    cache.put("p", None, WEIGHT, T0, readings(0, 1, 2, 3))
+    # Less than a day on: served along (the rules keep to their own windows).
+    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(hours=20)) or {}) == [
+        "w0",
+        "w1",
+        "w2",
+        "w3",
+    ]
+    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(days=2)) or {}) == ["w2", "w3"]
+    assert cache.get("p", None, WEIGHT, T0 + timedelta(days=1)) is None
 
 
 def test_the_copy_served_can_be_changed_without_changing_the_cache() -> None:

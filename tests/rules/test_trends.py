@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dho.catalogue import load_catalogue
 from dho.ingest.normalise import load_plausibility
@@ -110,3 +113,25 @@ def test_no_baseline_judgement_before_the_start_period_is_over() -> None:
 
     assert outside_baseline(PULSE, _at(14, "120"), BASELINE[:13]) is None
     assert outside_baseline(PULSE, _at(14, "120"), _daily([70] * 14)) is None  # no spread
+
+
+@settings(max_examples=200, derandomize=True)
+@given(
+    st.lists(
+        st.decimals(min_value=20, max_value=250, places=1, allow_nan=False),
+        min_size=14,
+        max_size=90,
+    )
+)
+def test_the_baselines_mean_and_sd_agree_with_exact_statistics(values: list[Decimal]) -> None:
+    from dho.rules.trends import outside_baseline
+
+    history = [_at(-27 + i * 27 / len(values), str(v)) for i, v in enumerate(values)]
+    result = outside_baseline(PULSE, _at(1, "10000"), history)  # far outside any spread
+    exact_sd = statistics.stdev(values)
+    if exact_sd == 0:
+        assert result is None
+        return
+    assert result is not None
+    assert abs(result.mean - statistics.mean(values)) < Decimal("1e-20")
+    assert abs(result.sd - exact_sd) < Decimal("1e-20")
