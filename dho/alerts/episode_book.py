@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episodes import Episode, RuleMemory, decide
+from dho.db.base import bulk_insert
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
@@ -350,14 +351,14 @@ class EpisodeBook:
     async def flush(self, session: AsyncSession, now: datetime) -> None:
         """Write the batch's alerts, evidence, deliveries and rule states (no commit)."""
         if self.new_alerts:
-            await session.execute(insert(Alert), self.new_alerts)
+            await session.execute(bulk_insert(Alert), self.new_alerts)
         if self.alert_updates:  # one bulk UPDATE by primary key
             changes = [{"id": alert_id} | v for alert_id, v in self.alert_updates.items()]
             await session.execute(update(Alert), changes)
         if self.evidence:
-            await session.execute(insert(AlertEvidence), self.evidence)
+            await session.execute(bulk_insert(AlertEvidence), self.evidence)
         if self.deliveries:
-            await session.execute(insert(OutboxDelivery), self.deliveries)
+            await session.execute(bulk_insert(OutboxDelivery), self.deliveries)
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for key in sorted(self.changed_memories):
@@ -376,7 +377,7 @@ class EpisodeBook:
         if updates:
             await session.execute(update(RuleState), updates)
         if inserts:
-            await session.execute(insert(RuleState), inserts)
+            await session.execute(bulk_insert(RuleState), inserts)
 
 
 async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Iterable[str]) -> None:

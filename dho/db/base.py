@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, Insert, MetaData, TypeDecorator, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -42,3 +43,13 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def bulk_insert(model: type[Any]) -> Insert:
+    """An ORM bulk INSERT for many rows at once, NULLs written as NULL.
+
+    By default the ORM leaves a row's None values out of its INSERT, and rows that differ
+    in which columns are None then go in separate statements: a batch of readings with
+    and without components became a hundred INSERTs instead of one.
+    """
+    return insert(model).execution_options(render_nulls=True)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episode_book import EpisodeBook, Report
+from dho.db.base import bulk_insert
 from dho.db.models import (
     ObservationRow,
     ObservationVersion,
@@ -115,10 +116,10 @@ async def record(
         await session.execute(statement)
     await _stamp_history(batch, history)
     if batch.replies:
-        await session.execute(insert(QuestionnaireResponseRow), batch.replies)
+        await session.execute(bulk_insert(QuestionnaireResponseRow), batch.replies)
     await episodes.flush(session, now)
     if book.new_rows:
-        await session.execute(insert(Quarantine), book.new_rows)
+        await session.execute(bulk_insert(Quarantine), book.new_rows)
     await book.apply(session, now, redriven_by)
     return results
 
@@ -209,7 +210,7 @@ async def _insert_rows(session: AsyncSession, rows: _Rows) -> None:
         (ObservationVersion, rows.versions),
     ):
         if values:
-            await session.execute(insert(model), values)
+            await session.execute(bulk_insert(model), values)
 
 
 async def _record_message(batch: _Batch, plan: MessagePlan, raw_id: int) -> MessageResult:
