@@ -28,8 +28,11 @@ On PostgreSQL both databases are ANALYZEd after the history, as autovacuum would
 in service: without planner statistics every batch's duplicate check scans its tables.
 
 Timed: each `Pipeline.process` call (one transaction per batch); `judge µs` is the part spent
-in the judge stage (context load and rules), the rest of the difference is the record stage
-applying the findings (alert episodes, rule states, annotated resources). The overhead is
+in the judge stage (context load and rules), `rules µs` the part of that spent judging the
+readings, the rest of the difference is the record stage applying the findings (alert
+episodes, rule states, annotated resources). The timed pipeline starts with the history
+cache of the one that ingested the history, as a process in service would have it
+(`--history-cache 0` measures without the cache). The overhead is
 (rules - baseline) / baseline of the wall time per measurement; `--check` exits with 1 when
 it is above 20 %.
 """
@@ -378,8 +381,13 @@ def fresh_database(server_url: str | None, tmp: Path, name: str) -> Iterator[str
         asyncio.run(_pg_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def bench_settings(url: str, batch: int) -> Settings:
-    return Settings(_env_file=None, database_url=url, batch_max_size=batch)
+def bench_settings(url: str, batch: int, history_cache: int) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=url,
+        batch_max_size=batch,
+        history_cache_patients=history_cache,
+    )
 
 
 async def seed(sessions: Any, bundle: dict[str, Any], gateway: str) -> None:
@@ -415,9 +423,11 @@ async def give_plans(pipeline: Pipeline, sessions: Any, valid_from: datetime) ->
 
 
 class TimedPipeline(Pipeline):
-    """The real pipeline; it only adds up the time its judge stage takes (context + rules)."""
+    """The real pipeline; it only adds up the time its judge stage takes (context + rules)
+    and, of that, the rules themselves (judging each reading)."""
 
     judge_s = 0.0
+    rules_s = 0.0
 
     async def _judge(self, session: Any, plans: list[MessagePlan]) -> None:
         started = time.perf_counter()
@@ -425,6 +435,13 @@ class TimedPipeline(Pipeline):
             await super()._judge(session, plans)
         finally:
             self.judge_s += time.perf_counter() - started
+
+    def _judge_item(self, *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            super()._judge_item(*args)
+        finally:
+            self.rules_s += time.perf_counter() - started
 
 
 class UnjudgedPipeline(TimedPipeline):
@@ -444,6 +461,7 @@ class Params:
     registry_copies: int
     check: bool
     profile: str | None
+    history_cache: int = 2000
 
 
 async def _feed(
@@ -510,7 +528,7 @@ def run_variant(
     from dho.db import migrate
     from dho.db.engine import create_engine, session_factory
 
-    settings = bench_settings(url, params.batch)
+    settings = bench_settings(url, params.batch, params.history_cache)
     migrate.upgrade(settings)
 
     async def go() -> dict[str, Any]:
@@ -533,15 +551,23 @@ def run_variant(
                 # observation for every batch's duplicate check, in both variants alike.
                 await _analyze(engine)
             before = await _stored(sessions)
-            pipeline = pipeline_class(settings, sessions, reference)
+            # A service process that has been running: its history cache holds what it
+            # judged before (a cold cache costs one history read per patient).
+            pipeline = pipeline_class(settings, sessions, reference, real.history)
+            hits, misses = real.history.hits, real.history.misses
             profiler = cProfile.Profile() if params.profile else None
             result = await _feed(pipeline, stream.measured, params.batch, profiler)
             if profiler is not None:
                 profiler.dump_stats(f"{params.profile}.{label}.prof")
             after = await _stored(sessions)
-            result["judge_us_per_measurement"] = round(
-                pipeline.judge_s / len(stream.measured) * 1e6, 1
-            )
+            n = len(stream.measured)
+            result["judge_us_per_measurement"] = round(pipeline.judge_s / n * 1e6, 1)
+            result["rules_us_per_measurement"] = round(pipeline.rules_s / n * 1e6, 1)
+            result["history_cache"] = {
+                "hits": pipeline.history.hits - hits,
+                "misses": pipeline.history.misses - misses,
+                "patients": len(pipeline.history),
+            }
             result["added"] = {k: after[k] - before[k] for k in after}
             result["patients"] = patients
             result["history_s"] = round(history_s, 1)
@@ -612,7 +638,7 @@ def render(r: dict[str, Any]) -> str:
         f"{p['cadence_hours']:g} h from {s['first']} to {s['last']}, after {s['history']} "
         "readings of history",
         "",
-        f"{'':<32}{'msgs/s':>8}{'µs/msg':>8}{'CPU µs':>8}{'judge µs':>9}"
+        f"{'':<32}{'msgs/s':>8}{'µs/msg':>8}{'CPU µs':>8}{'judge µs':>9}{'rules µs':>9}"
         f"{'p50':>8}{'p95':>8}{'max':>8}  ms/batch",
     ]
     for label, name in (
@@ -624,16 +650,20 @@ def render(r: dict[str, Any]) -> str:
         lines.append(
             f"{name:<32}{v['msgs_per_s']:>8,.0f}{v['us_per_measurement']:>8,.0f}"
             f"{v['cpu_us_per_measurement']:>8,.0f}{v['judge_us_per_measurement']:>9,.0f}"
+            f"{v['rules_us_per_measurement']:>9,.0f}"
             f"{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['max']:>8.1f}"
         )
     ra, ba = r["rules"]["added"], r["baseline"]["added"]
     verdict = "within" if o["within_limit"] else "ABOVE"
     record = o["wall"] - o["judge_stage"]
+    cache = r["rules"]["history_cache"]
     lines += [
         f"overhead of rule evaluation: {o['wall']:+.1%} wall time per measurement "
         f"({o['cpu']:+.1%} CPU of this process) — {verdict} the {o['limit']:.0%} limit",
         f"  judge stage (patient context + rules) {o['judge_stage']:+.1%}, record stage "
         f"(alert episodes, annotated resources) and the rest {record:+.1%}",
+        f"  history cache ({p['history_cache']} patients): {cache['hits']} hits, "
+        f"{cache['misses']} misses, {cache['patients']} patients held",
         f"  rules stored {ra['observation']} observations, {ra['alert']} new alerts, "
         f"{ra['alert_evidence']} evidence rows, {ra['rule_state']} new rule states, "
         f"{ra['quarantine']} quarantined",
@@ -664,6 +694,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     parser.add_argument(
         "--registry-copies", type=int, default=1, help="the demo registry's patients K times"
     )
+    parser.add_argument(
+        "--history-cache",
+        type=int,
+        default=2000,
+        help="patients whose history the pipeline keeps (DHO_HISTORY_CACHE_PATIENTS; 0: none)",
+    )
     parser.add_argument("--check", action="store_true", help=f"exit 1 above {LIMIT:.0%}")
     parser.add_argument("--profile", help="write cProfile stats of the timed phases to PATH.*.prof")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -673,6 +709,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         parser.error("--database-url must be a PostgreSQL URL; SQLite is the default")
     if min(args.measurements, args.batch, args.registry_copies) < 1 or args.cadence_hours <= 0:
         parser.error("--measurements, --batch, --registry-copies, --cadence-hours: above 0")
+    if args.history_cache < 0:
+        parser.error("--history-cache: 0 or more")
     params = Params(
         measurements=args.measurements,
         batch=args.batch,
@@ -681,6 +719,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         registry_copies=args.registry_copies,
         check=args.check,
         profile=args.profile,
+        history_cache=args.history_cache,
     )
     return params, bool(args.json)
 

@@ -92,7 +92,9 @@ def test_rules_benchmark_reports_both_pipelines_and_the_overhead() -> None:
         assert 0 < v["batch_ms"]["p50"] <= v["batch_ms"]["p95"]
         assert v["added"]["observation"] == 200
         assert v["added"]["quarantine"] == 0
-    assert r["rules"]["judge_us_per_measurement"] > 0
+    assert r["rules"]["judge_us_per_measurement"] > r["rules"]["rules_us_per_measurement"] > 0
+    cache = r["rules"]["history_cache"]
+    assert cache["hits"] > 0 and cache["patients"] == r["rules"]["patients"]
     assert r["baseline"]["judge_us_per_measurement"] == 0
     assert r["baseline"]["added"]["alert"] == r["baseline"]["added"]["alert_evidence"] == 0
     assert r["stream"]["history"] > 0

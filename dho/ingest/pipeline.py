@@ -107,12 +107,15 @@ class Pipeline:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         reference: ReferenceData,
+        history: HistoryCache | None = None,
     ) -> None:
+        """`history`: a cache of patients' readings to share with other pipelines of
+        the process (by default one of its own)."""
         self._settings = settings
         self._sessions = sessions
         self._reference = reference
         self._targets = delivery_targets(settings)
-        self._history = HistoryCache(settings.history_cache_patients)
+        self._history = history or HistoryCache(settings.history_cache_patients)
 
     @property
     def reference(self) -> ReferenceData:

@@ -17,7 +17,10 @@ class Band(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABELS[self]
+
+
+_LABELS = {band: band.name.lower() for band in Band}
 
 
 @dataclass(frozen=True, slots=True)
