@@ -115,7 +115,9 @@ class Pipeline:
         self._sessions = sessions
         self._reference = reference
         self._targets = delivery_targets(settings)
-        self._history = history or HistoryCache(settings.history_cache_patients)
+        if history is None:
+            history = HistoryCache(settings.history_cache_patients)
+        self._history = history
 
     @property
     def reference(self) -> ReferenceData:

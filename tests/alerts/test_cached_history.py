@@ -104,3 +104,16 @@ async def test_without_a_cache_every_batch_reads_the_history(
     third = await send(pipeline, weight(SCALE_A, DAY0 + timedelta(days=2), "80.5"))
     assert len(pipeline.history) == 0 and pipeline.history.hits == 0
     assert third.alert_severity == "yellow"
+
+
+async def test_pipelines_can_share_one_cache_even_while_it_is_empty(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
+) -> None:
+    reference = ReferenceData.load(settings)
+    first = Pipeline(settings, sessions, reference)
+    second = Pipeline(settings, sessions, reference, first.history)
+    assert second.history is first.history
+    await give_plan(sessions, reference, patients[PATIENT_A], "heart-failure")
+    await send(first, weight(SCALE_A, DAY0, "80.0"))
+    await send(second, weight(SCALE_A, DAY0 + timedelta(days=1), "80.1"))
+    assert first.history.hits == 1
