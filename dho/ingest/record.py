@@ -125,6 +125,9 @@ async def record(
 
 
 async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
+    # The stamps this transaction read under its row locks; a later transaction of the same
+    # session must read its own.
+    locked = batch.session.info.pop(LOCKED_STAMPS, {})
     rows = batch.rows.observations
     touched = {row["patient_id"] for row in rows} | batch.corrected
     if not touched:
@@ -140,7 +143,7 @@ async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
         for row in rows
         if (value := _decimal(row["value"])) is not None
     ]
-    history.written(stamp, batch.session.info.get(LOCKED_STAMPS, {}), writes, touched)
+    history.written(stamp, locked, writes, touched)
     history.forget(batch.corrected)
 
 
