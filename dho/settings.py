@@ -128,8 +128,8 @@ class Settings(BaseSettings):
         ge=0,
         le=1_000_000,
         description=(
-            "How many patients' recent readings each process keeps for the trend rules "
-            "between batches (0: read them from the database for every batch)."
+            "How many patients' recent readings, plan versions and pauses each process "
+            "keeps for the rules between batches (0: read them for every batch)."
         ),
     )
     device_silent_after_s: int = Field(

@@ -48,6 +48,7 @@ from dho.rules.judge import judge
 from dho.rules.news2_rule import score_news2
 from dho.rules.patient_context import (
     NEWS2_TYPES,
+    CareCache,
     PatientContext,
     PlanCatalogue,
     load_patient_context,
@@ -118,6 +119,7 @@ class Pipeline:
         if history is None:
             history = HistoryCache(settings.history_cache_patients)
         self._history = history
+        self._care = CareCache(settings.history_cache_patients)
 
     @property
     def reference(self) -> ReferenceData:
@@ -276,7 +278,7 @@ class Pipeline:
         ]
         readings += [(q.patient_id, "", q.reply.answers.authored) for _, q in replies]
         context = await load_patient_context(
-            session, self._reference.plans, readings, self._history
+            session, self._reference.plans, readings, self._history, self._care
         )
         for item, reply in replies:
             authored = reply.reply.answers.authored

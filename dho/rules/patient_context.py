@@ -10,6 +10,7 @@ still true, and from the database otherwise.
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -93,6 +94,39 @@ class Pause:
         return self.starts_at <= at < self.ends_at
 
 
+@dataclass(frozen=True, slots=True)
+class Care:
+    """A patient's plan versions and pauses, as read at the patient's care stamp."""
+
+    stamp: int | None
+    plans: list[AppliedPlan]
+    pauses: list[Pause]
+
+
+class CareCache:
+    """Plan versions and pauses of the most recently judged `max_patients` patients, used
+    while the patient's `care_stamp` (new with every plan or pause change) stays the same."""
+
+    def __init__(self, max_patients: int) -> None:
+        self._max = max_patients
+        self._patients: OrderedDict[str, Care] = OrderedDict()
+
+    def get(self, patient_id: str, stamp: int | None) -> Care | None:
+        care = self._patients.get(patient_id)
+        if care is None or care.stamp != stamp:
+            return None
+        self._patients.move_to_end(patient_id)
+        return care
+
+    def put(self, patient_id: str, care: Care) -> None:
+        if self._max <= 0:
+            return
+        self._patients[patient_id] = care
+        self._patients.move_to_end(patient_id)
+        while len(self._patients) > self._max:
+            self._patients.popitem(last=False)
+
+
 @dataclass(slots=True)
 class PatientContext:
     catalogue: PlanCatalogue
@@ -140,6 +174,7 @@ async def load_patient_context(
     catalogue: PlanCatalogue,
     readings: Iterable[tuple[str, str, datetime]],
     history: HistoryCache | None = None,
+    care: CareCache | None = None,
 ) -> PatientContext:
     """Lock the patients of (patient, type, effective) readings and read their context."""
     wanted = list(readings)
@@ -150,27 +185,34 @@ async def load_patient_context(
     stamps: dict[str, int | None] = session.info.setdefault(LOCKED_STAMPS, {})
     for chunk in _chunks(ids):
         locked = await session.execute(
-            select(Patient.id, Patient.birth_date, Patient.history_stamp)
+            select(Patient.id, Patient.birth_date, Patient.history_stamp, Patient.care_stamp)
             .where(Patient.id.in_(chunk))
             .order_by(Patient.id)
             .with_for_update(key_share=True)
         )
-        for pid, born, stamp in locked:
+        care_stamps: dict[str, int | None] = {}
+        for pid, born, stamp, care_stamp in locked:
             context.birth_dates[pid] = born
             stamps[pid] = stamp
-        await _load_plans(session, context, chunk)
-        pauses = select(PatientPause).where(PatientPause.patient_id.in_(chunk))
-        for pause in await session.scalars(pauses):
-            context.pauses.setdefault(pause.patient_id, []).append(
-                Pause(pause.reason, pause.starts_at, pause.ends_at)
-            )
+            kept = care.get(pid, care_stamp) if care is not None else None
+            if kept is None:
+                care_stamps[pid] = care_stamp
+            else:
+                context.plans[pid], context.pauses[pid] = kept.plans, kept.pauses
+        if care_stamps:
+            await _load_care(session, context, sorted(care_stamps))
+        for pid, care_stamp in care_stamps.items():
+            if care is not None:
+                plans, pauses = context.plans.get(pid, []), context.pauses.get(pid, [])
+                care.put(pid, Care(care_stamp, plans, pauses))
     await _load_history(session, context, wanted, stamps, history)
     await _load_vitals(session, context, wanted)
     return context
 
 
-async def _load_plans(session: AsyncSession, context: PatientContext, chunk: list[str]) -> None:
-    """The patients' plan versions; the content only of versions not parsed before."""
+async def _load_care(session: AsyncSession, context: PatientContext, chunk: list[str]) -> None:
+    """The patients' plan versions (the content only of versions not parsed before) and
+    pauses."""
     catalogue = context.catalogue
     versions = (
         await session.execute(
@@ -192,6 +234,11 @@ async def _load_plans(session: AsyncSession, context: PatientContext, chunk: lis
     for plan_id, patient_id, version, standard_plan, valid_from in versions:
         applied = catalogue.version(plan_id, version, standard_plan, valid_from)
         context.plans.setdefault(patient_id, []).append(applied)
+    pauses = select(PatientPause).where(PatientPause.patient_id.in_(chunk))
+    for pause in await session.scalars(pauses):
+        context.pauses.setdefault(pause.patient_id, []).append(
+            Pause(pause.reason, pause.starts_at, pause.ends_at)
+        )
 
 
 async def _load_vitals(

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.db.models import Patient, PatientPause, PatientPlan
+from dho.rules.history_cache import new_stamp
 from dho.rules.patient_context import PlanCatalogue
 from dho.rules.plans import PlanError, plan_from_document
 
@@ -88,6 +89,7 @@ async def add_plan_version(
     )
     session.add(row)
     await session.flush()
+    await _changed(session, patient_id)
     return row
 
 
@@ -128,6 +130,7 @@ async def add_pause(
     )
     session.add(row)
     await session.flush()
+    await _changed(session, patient_id)
     return row
 
 
@@ -146,6 +149,7 @@ async def end_pauses(session: AsyncSession, patient_id: str, at: datetime) -> in
         pause.ends_at = at
         count += 1
     await session.flush()
+    await _changed(session, patient_id)
     return count
 
 
@@ -153,6 +157,12 @@ async def pauses(session: AsyncSession, patient_id: str) -> list[PatientPause]:
     await _patient(session, patient_id)
     query = select(PatientPause).where(PatientPause.patient_id == patient_id)
     return list(await session.scalars(query.order_by(PatientPause.starts_at)))
+
+
+async def _changed(session: AsyncSession, patient_id: str) -> None:
+    """A new care stamp: every process reads the patient's plans and pauses again."""
+    stamp = new_stamp()
+    await session.execute(update(Patient).where(Patient.id == patient_id).values(care_stamp=stamp))
 
 
 async def _patient(session: AsyncSession, patient_id: str) -> None:

@@ -1,5 +1,6 @@
 """The history a pipeline keeps between batches stays true (SQLite and PostgreSQL): another
-process's readings, a rolled-back batch and a correction all reach the trend rules.
+process's readings, a rolled-back batch and a correction all reach the trend rules; so do
+new plan versions and pauses.
 
 The weight rule of the heart-failure plan flags a rise of more than 2 kg over the lowest
 reading of the 3 days before; each test hinges on one reading the cache could get wrong.
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dho.db.engine import create_engine, session_factory
 from dho.db.models import ObservationRow, Patient
 from dho.ingest.pipeline import Pipeline, ReferenceData
+from dho.rules import plan_store
 from dho.settings import Settings
 from tests.alerts.episode_support import DAY0, NOW, SCALE_A, give_plan, send
 from tests.alerts.test_episodes import weight
@@ -117,3 +119,26 @@ async def test_pipelines_can_share_one_cache_even_while_it_is_empty(
     await send(first, weight(SCALE_A, DAY0, "80.0"))
     await send(second, weight(SCALE_A, DAY0 + timedelta(days=1), "80.1"))
     assert first.history.hits == 1
+
+
+async def test_a_new_plan_version_or_pause_reaches_a_pipeline_that_kept_the_old_ones(
+    pipeline: Pipeline, sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
+) -> None:
+    patient = patients[PATIENT_A]
+    # Judged by the default (general) plan, which the pipeline now keeps for the patient.
+    before = await send(pipeline, weight(SCALE_A, DAY0, "80.0"))
+    assert before.plan == "general v0"
+    await give_plan(sessions, pipeline.reference, patient, "heart-failure")
+    second = await send(pipeline, weight(SCALE_A, DAY0 + timedelta(days=1), "80.4"))
+    assert second.plan == "heart-failure v1"
+    async with sessions() as session, session.begin():
+        await plan_store.add_pause(
+            session,
+            patient,
+            reason="holiday",
+            starts_at=DAY0 + timedelta(days=1, hours=1),
+            ends_at=NOW + timedelta(days=3),
+            by="sykepleier Kari",
+        )
+    during = await send(pipeline, weight(SCALE_A, DAY0 + timedelta(days=2), "83.0"))
+    assert during.paused_until is not None and during.alert_id is None

@@ -52,6 +52,8 @@ class Patient(Base):
     # A new random token whenever a transaction writes the patient's observations: tells a
     # process whether the history it holds for the patient is still true.
     history_stamp: Mapped[int | None] = mapped_column(BigInteger)
+    # The same for the patient's plan versions and pauses.
+    care_stamp: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CareTeam(Base):

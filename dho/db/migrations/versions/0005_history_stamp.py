@@ -1,4 +1,5 @@
-"""history stamp: a token per patient, new whenever the patient's observations change
+"""history and care stamps: tokens per patient, new whenever the patient's observations
+(history_stamp) or plan versions and pauses (care_stamp) change
 
 Revision ID: 0005
 Revises: 0004
@@ -21,8 +22,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("patient") as batch:
         batch.add_column(sa.Column("history_stamp", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("care_stamp", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("patient") as batch:
+        batch.drop_column("care_stamp")
         batch.drop_column("history_stamp")
