@@ -201,8 +201,8 @@ async def load_patient_context(
                 context.plans[pid], context.pauses[pid] = kept.plans, kept.pauses
         if care_stamps:
             await _load_care(session, context, sorted(care_stamps))
-        for pid, care_stamp in care_stamps.items():
-            if care is not None:
+        if care is not None:
+            for pid, care_stamp in care_stamps.items():
                 plans, pauses = context.plans.get(pid, []), context.pauses.get(pid, [])
                 care.put(pid, Care(care_stamp, plans, pauses))
     await _load_history(session, context, wanted, stamps, history)
