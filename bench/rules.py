@@ -470,6 +470,7 @@ class Params:
     profile: str | None
     history_cache: int = 2000
     rounds: int = 5
+    gc_threshold: int = int(Settings.model_fields["gc_threshold"].default)
 
 
 @dataclass(slots=True)
@@ -549,16 +550,20 @@ async def _analyze(engine: Any) -> None:
 
 
 @contextmanager
-def _harness_frozen() -> Iterator[None]:
-    """Keep what exists before the clock starts (above all the stream's ~70,000 raw
-    messages, which a service does not hold) out of the garbage collector's full passes:
-    they would time the harness, in both variants, not the pipeline."""
+def _collector_as_in_service(threshold: int) -> Iterator[None]:
+    """The garbage collector as `dho serve` sets it after start-up (`dho.collector`): what
+    exists before the clock starts is frozen, which also keeps the harness's own
+    objects (above all the stream's ~70,000 raw messages, which a service does not hold)
+    out of the collections; they would time the harness, in both variants alike."""
+    before = gc.get_threshold()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(threshold, *before[1:])
     try:
         yield
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 @dataclass(slots=True)
@@ -630,7 +635,7 @@ async def _time_rounds(params: Params, stream: Stream, variants: list[_Variant])
     meanwhile falls on both variants alike."""
     measured, rounds = stream.measured, params.rounds
     size = math.ceil(len(measured) / rounds / params.batch) * params.batch
-    with _harness_frozen():
+    with _collector_as_in_service(params.gc_threshold):
         for n, first in enumerate(range(0, len(measured), size)):
             segment = measured[first : first + size]
             for variant in variants if n % 2 == 0 else variants[::-1]:
@@ -790,6 +795,7 @@ def render(r: dict[str, Any]) -> str:
         f"  round by round: {rounds}",
         f"  judge stage (patient context + rules) {o['judge_stage']:+.1%}, record stage "
         f"(alert episodes, annotated resources) and the rest {record:+.1%}",
+        f"  garbage collector: first threshold {p['gc_threshold']:,}, start-up frozen",
         f"  history cache ({p['history_cache']} patients): {cache['hits']} hits, "
         f"{cache['misses']} misses, {cache['patients']} patients held",
         f"  rules stored {ra['observation']} observations, {ra['alert']} new alerts, "
@@ -829,6 +835,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         help="patients whose history the pipeline keeps (DHO_HISTORY_CACHE_PATIENTS; 0: none)",
     )
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=Params.gc_threshold,
+        help="the collector's first threshold (DHO_GC_THRESHOLD; CPython's default: 700)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=5,
@@ -854,6 +866,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         )
     if args.history_cache < 0:
         parser.error("--history-cache: 0 or more")
+    if args.gc_threshold < 1:
+        parser.error("--gc-threshold: above 0")
     params = Params(
         measurements=args.measurements,
         batch=args.batch,
@@ -864,6 +878,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         profile=args.profile,
         history_cache=args.history_cache,
         rounds=args.rounds,
+        gc_threshold=args.gc_threshold,
     )
     return params, bool(args.json)
 

@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from dho import collector
 from dho.alerts.outbox import RetryPolicy, deliver_due
 from dho.alerts.webhook import WebhookSender
 from dho.api.rate_limit import RateLimiter
@@ -67,6 +68,7 @@ async def start(settings: Settings) -> Runtime:
     for name, error in reference.adapters.broken.items():
         log.error("adapter %s disabled: %s", name, error)
     await asyncio.to_thread(warm_up, Path(settings.adapters_dir), reference)
+    collector.tune(settings.gc_threshold)
     sessions = session_factory(engine)
     pipeline = Pipeline(settings, sessions, reference)
     batcher = Batcher(pipeline, max_size=settings.batch_max_size, flush_ms=settings.batch_flush_ms)

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
             "keeps for the rules between batches (0: read them for every batch)."
         ),
     )
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=100,
+        le=10_000_000,
+        description=(
+            "The garbage collector's first threshold in a service process: container "
+            "objects allocated between collections (CPython's default is 700)."
+        ),
+    )
     device_silent_after_s: int = Field(
         default=86_400,
         ge=60,

@@ -55,7 +55,7 @@ from dho.rules.patient_context import (
 )
 from dho.rules.plans import PlanError
 from dho.rules.ranges import annotate
-from dho.rules.trends import Reading
+from dho.rules.trends import utc_reading
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ class Pipeline:
         item.judgement = judge(m, applied, context.readings(patient, m.type))
         item.paused = context.pause_at(patient, m.effective)
         if m.value is not None:
-            context.remember(patient, m.type, m.identity, Reading(m.effective, m.value.value))
+            context.remember(patient, m.type, m.identity, utc_reading(m.effective, m.value.value))
         vital = m.value or m.components.get("systolic")
         if applied.plan.news2 is not None and m.type in NEWS2_TYPES and vital is not None:
             reading = news2_inputs.Reading(item.observation["id"], m.type, m.effective, vital.value)

@@ -44,7 +44,7 @@ from dho.rules.news2_fhir import NEWS2_CODE
 from dho.rules.news2_rule import RULE as NEWS2_TYPE
 from dho.rules.news2_rule import News2Result
 from dho.rules.thresholds import Band
-from dho.rules.trends import Reading
+from dho.rules.trends import utc_reading
 
 # What the plan adds to a reading: not part of the reading itself.
 _JUDGED = ("interpretation", "referenceRange")
@@ -139,7 +139,9 @@ async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
     if history is None:
         return
     writes = [
-        Written(row["patient_id"], row["type"], row["identity"], Reading(row["effective"], value))
+        Written(
+            row["patient_id"], row["type"], row["identity"], utc_reading(row["effective"], value)
+        )
         for row in rows
         if (value := _decimal(row["value"])) is not None
     ]

@@ -17,7 +17,7 @@ from dho.rules.hysteresis import held_band, margin_for
 from dho.rules.plans import BaselineRule, ChangeRule, StandardPlan, Texts
 from dho.rules.ranges import RangeJudgement, judge_range
 from dho.rules.thresholds import Band
-from dho.rules.trends import Reading, change, outside_baseline
+from dho.rules.trends import Reading, change, outside_baseline, utc_reading
 
 OUT_OF_RANGE = "measurement-out-of-range"
 
@@ -72,14 +72,14 @@ class Judgement:
 
 
 def judge(m: Measurement, applied: AppliedPlan, history: Sequence[Reading]) -> Judgement:
-    """Every rule of the plan for this reading; `history` holds earlier readings of its type."""
+    """Every rule of the plan for this reading; `history`: earlier readings of its type, by time."""
     plan = applied.plan
     findings: list[Finding] = []
     judged = _range(m, plan)
     if judged is not None:
         findings.append(judged[1])
     if m.value is not None:
-        new = Reading(m.effective, m.value.value)
+        new = utc_reading(m.effective, m.value.value)
         findings.extend(_changes(m, plan, new, history))
         findings.extend(_baselines(m, plan, new, history))
     colour = max((f.band for f in findings), default=Band.GREEN)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -135,27 +135,50 @@ class PatientContext:
     history: dict[tuple[str, str], dict[str, Reading]] = field(default_factory=dict)
     birth_dates: dict[str, date | None] = field(default_factory=dict)
     vitals: dict[str, dict[str, news2_inputs.Reading]] = field(default_factory=dict)
+    # The history's readings sorted by time, made when first asked for.
+    _sorted: dict[tuple[str, str], list[Reading]] = field(default_factory=dict)
 
     def plan_for(self, patient_id: str, at: datetime) -> AppliedPlan:
         """The patient's plan version valid at `at`; the default standard plan before any."""
-        versions = self.plans.get(patient_id, [])
-        index = bisect.bisect_right([v.valid_from or at for v in versions], at) - 1
-        return versions[index] if index >= 0 else self.catalogue.default_plan()
+        # Versions are in (valid_from, version) order: the last one valid by `at` applies.
+        for version in reversed(self.plans.get(patient_id, ())):
+            if version.valid_from is None or version.valid_from <= at:
+                return version
+        return self.catalogue.default_plan()
 
     def pause_at(self, patient_id: str, at: datetime) -> Pause | None:
         return next((p for p in self.pauses.get(patient_id, ()) if p.covers(at)), None)
 
-    def readings(self, patient_id: str, type_key: str) -> list[Reading]:
-        return list(self.history.get((patient_id, type_key), {}).values())
+    def readings(self, patient_id: str, type_key: str) -> Sequence[Reading]:
+        """The patient's readings of a type, sorted by time (not to be changed)."""
+        key = (patient_id, type_key)
+        ordered = self._sorted.get(key)
+        if ordered is None:
+            ordered = sorted(self.history.get(key, {}).values(), key=_effective)
+            self._sorted[key] = ordered
+        return ordered
 
     def remember(self, patient_id: str, type_key: str, identity: str, reading: Reading) -> None:
-        self.history.setdefault((patient_id, type_key), {})[identity] = reading
+        key = (patient_id, type_key)
+        readings = self.history.setdefault(key, {})
+        replaced = identity in readings
+        readings[identity] = reading
+        ordered = self._sorted.get(key)
+        if ordered is not None:
+            if replaced:
+                del self._sorted[key]
+            else:
+                bisect.insort(ordered, reading, key=_effective)
 
     def recent_vitals(self, patient_id: str) -> list[news2_inputs.Reading]:
         return list(self.vitals.get(patient_id, {}).values())
 
     def remember_vital(self, patient_id: str, identity: str, reading: news2_inputs.Reading) -> None:
         self.vitals.setdefault(patient_id, {})[identity] = reading
+
+
+def _effective(reading: Reading) -> datetime:
+    return reading.effective
 
 
 def lookback(plan: StandardPlan, type_key: str) -> timedelta:

@@ -8,15 +8,17 @@ A change over a window, in two forms, from a plan's `changes`:
   judged only once the baseline has `MIN_BASELINE_READINGS` readings.
 And outside the patient's own normal, from a plan's `baselines`: beyond mean +/- k SD of
 the baseline period, once it has the rule's number of readings.
-Late readings belong in the history like any other: they feed trends.
+Late readings belong in the history like any other: they feed trends. A history is a
+sequence of readings sorted by time, so a window is found by bisection.
 """
 
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from dho.rules.plans import BaselineRule, ChangeRule
@@ -30,6 +32,11 @@ class Reading:
     value: Decimal
 
 
+def utc_reading(effective: datetime, value: Decimal) -> Reading:
+    """A reading with its time in UTC: times with different offsets compare slowly."""
+    return Reading(effective.astimezone(UTC), value)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """A change the rule flags: how much, and from what."""
@@ -39,13 +46,23 @@ class Change:
     since: datetime
 
 
+def window(history: Sequence[Reading], start: datetime, end: datetime) -> Sequence[Reading]:
+    """The readings of a time-sorted history from `start` up to (not including) `end`."""
+    low = bisect_left(history, start, key=_effective)
+    return history[low : bisect_left(history, end, lo=low, key=_effective)]
+
+
+def _effective(reading: Reading) -> datetime:
+    return reading.effective
+
+
 def change(rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Change | None:
-    """The change `rule` flags for `new` given earlier readings, or None."""
+    """The change `rule` flags for `new` given earlier readings (sorted by time), or None."""
     days = rule.days if rule.days is not None else rule.baseline_days
     assert days is not None
     start = new.effective - timedelta(days=days)
-    window = [r for r in history if start <= r.effective < new.effective]
-    reference = _extreme(window, rule) if rule.days is not None else _baseline(window)
+    readings = window(history, start, new.effective)
+    reference = _extreme(readings, rule) if rule.days is not None else _baseline(readings)
     if reference is None:
         return None
     moved = new.value - reference if rule.direction == "rise" else reference - new.value
@@ -53,17 +70,17 @@ def change(rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Change
     return Change(moved, reference, start) if flagged else None
 
 
-def _extreme(window: Sequence[Reading], rule: ChangeRule) -> Decimal | None:
-    if not window:
+def _extreme(readings: Sequence[Reading], rule: ChangeRule) -> Decimal | None:
+    if not readings:
         return None
-    values = [r.value for r in window]
+    values = [r.value for r in readings]
     return min(values) if rule.direction == "rise" else max(values)
 
 
-def _baseline(window: Sequence[Reading]) -> Decimal | None:
-    if len(window) < MIN_BASELINE_READINGS:
+def _baseline(readings: Sequence[Reading]) -> Decimal | None:
+    if len(readings) < MIN_BASELINE_READINGS:
         return None
-    return sum((r.value for r in window), Decimal(0)) / len(window)
+    return sum((r.value for r in readings), Decimal(0)) / len(readings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +95,10 @@ class Outside:
 def outside_baseline(
     rule: BaselineRule, new: Reading, history: Sequence[Reading]
 ) -> Outside | None:
-    """Whether `new` lies beyond mean +/- k SD of the patient's baseline; None when not."""
+    """Whether `new` lies beyond mean +/- k SD of the patient's baseline (`history` sorted
+    by time); None when not."""
     start = new.effective - timedelta(days=rule.baseline_days)
-    values = [r.value for r in history if start <= r.effective < new.effective]
+    values = [r.value for r in window(history, start, new.effective)]
     n = len(values)
     if n < rule.min_readings:
         return None

@@ -36,7 +36,9 @@ ADAPTERS = ROOT / "adapters"
 REFERENCE = ReferenceData.load(Settings(_env_file=None))  # type: ignore[call-arg]
 CATALOGUE = REFERENCE.adapters
 EXAMPLES = [
-    (name, example) for name in sorted(CATALOGUE.adapters) for example in example_files(ADAPTERS, name)
+    (name, example)
+    for name in sorted(CATALOGUE.adapters)
+    for example in example_files(ADAPTERS, name)
 ]
 
 
@@ -143,7 +145,11 @@ def test_decimal_precision_survives_decoding() -> None:
         (b"\xff\xfe garbage", "decode", "not valid JSON"),
         (b"[]", "decode", "no measurements"),
         (b"[" * 100 + b"]" * 100, "decode", "nested deeper"),
-        (b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": NaN, "unit": "/min"}', "decode", "not valid JSON"),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": NaN, "unit": "/min"}',
+            "decode",
+            "not valid JSON",
+        ),
         (b'{"message_id": {"x": 1}, "measurements": []}', "decode", "message_id"),
     ],
 )
@@ -156,12 +162,30 @@ def test_an_unreadable_message_is_refused_whole(payload: bytes, code: str, fragm
 @pytest.mark.parametrize(
     ("item", "fragment"),
     [
-        (b'{"type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": 1, "unit": "/min"}', "device"),
-        (b'{"device": "D", "type": "heart-rate", "time": "yesterday", "value": 1, "unit": "/min"}', "ISO 8601"),
-        (b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": "61", "unit": "/min"}', "must be a number"),
-        (b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": true, "unit": "/min"}', "must be a number"),
-        (b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z"}', "neither a value"),
-        (b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00+01:00:30", "value": 1, "unit": "/min"}', "whole minutes"),
+        (
+            b'{"type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": 1, "unit": "/min"}',
+            "device",
+        ),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "yesterday", "value": 1, "unit": "/min"}',
+            "ISO 8601",
+        ),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": "61", "unit": "/min"}',
+            "must be a number",
+        ),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z", "value": true, "unit": "/min"}',
+            "must be a number",
+        ),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00Z"}',
+            "neither a value",
+        ),
+        (
+            b'{"device": "D", "type": "heart-rate", "time": "2026-11-24T08:00:00+01:00:30", "value": 1, "unit": "/min"}',
+            "whole minutes",
+        ),
         (b'"just a string"', "expected an object"),
     ],
 )
@@ -190,8 +214,12 @@ def test_too_many_measurements_is_oversized() -> None:
         ("2026-03-29T02:30:00", "2026-03-29T03:30:00+02:00", "nonexistent-local-time"),
     ],
 )
-def test_a_time_without_offset_is_oslo_time_and_flagged(local: str, expected: str, flag: str) -> None:
-    body = f'{{"device": "D", "type": "heart-rate", "time": "{local}", "value": 61, "unit": "/min"}}'
+def test_a_time_without_offset_is_oslo_time_and_flagged(
+    local: str, expected: str, flag: str
+) -> None:
+    body = (
+        f'{{"device": "D", "type": "heart-rate", "time": "{local}", "value": 61, "unit": "/min"}}'
+    )
     [m] = _items(body.encode())
     assert m.effective.isoformat() == expected  # type: ignore[attr-defined]
     assert m.time_flag == flag  # type: ignore[attr-defined]

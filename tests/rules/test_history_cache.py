@@ -1,4 +1,5 @@
-"""HistoryCache on its own: stamps, look-back, the bound on patients, and writes."""
+"""HistoryCache on its own: stamps, look-back, the bound on patients, and writes; the batch
+context's time-sorted view of a history."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from dho.rules.trends import Reading
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 WEIGHT = "body-weight"
+
+
+def _reading(day: int, value: str) -> Reading:
+    return Reading(T0 + timedelta(days=day), Decimal(value))
 
 
 def readings(*days: int) -> dict[str, Reading]:
@@ -92,3 +97,17 @@ def test_forget_drops_a_patient() -> None:
 def test_new_stamps_fit_a_signed_bigint_and_differ() -> None:
     stamps = {new_stamp() for _ in range(1000)}
     assert len(stamps) == 1000 and all(0 <= s < 2**63 for s in stamps)
+
+
+def test_the_context_serves_a_history_sorted_by_time_as_readings_are_remembered() -> None:
+    from dho.rules.patient_context import PatientContext
+
+    context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans not needed
+    for identity, day, value in (("b", 2, "2"), ("a", 1, "1"), ("d", 4, "4")):
+        context.remember("p", "body-weight", identity, _reading(day, value))
+    assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 4]
+    context.remember("p", "body-weight", "c", _reading(3, "3"))  # into the sorted list
+    assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 3, 4]
+    context.remember("p", "body-weight", "a", _reading(5, "9"))  # a correction moves it
+    assert [r.value for r in context.readings("p", "body-weight")] == [2, 3, 4, 9]
+    assert context.readings("p", "heart-rate") == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -135,3 +135,35 @@ def test_the_baselines_mean_and_sd_agree_with_exact_statistics(values: list[Deci
     assert result is not None
     assert abs(result.mean - statistics.mean(values)) < Decimal("1e-20")
     assert abs(result.sd - exact_sd) < Decimal("1e-20")
+
+
+@pytest.mark.parametrize(
+    ("start_day", "end_day", "days"),
+    [
+        (1, 3, [1, 2]),  # from the start on, up to (not including) the end
+        (0.5, 2.5, [1, 2]),
+        (3, 4, [3]),
+        (4, 9, [4]),
+        (-1, 0, []),
+        (5, 6, []),
+    ],
+)
+def test_a_window_holds_the_readings_from_its_start_up_to_its_end(
+    start_day: float, end_day: float, days: list[int]
+) -> None:
+    from dho.rules.trends import window
+
+    history = [_at(day, "1") for day in range(5)]
+    found = window(history, T0 + timedelta(days=start_day), T0 + timedelta(days=end_day))
+    assert [r.effective for r in found] == [T0 + timedelta(days=d) for d in days]
+
+
+def test_a_reading_with_a_utc_offset_is_judged_at_the_same_instant() -> None:
+    from dho.rules.trends import utc_reading
+
+    oslo = timezone(timedelta(hours=1))
+    new = utc_reading((T0 + timedelta(days=3)).astimezone(oslo), Decimal("82.5"))
+    assert new.effective.utcoffset() == timedelta(0)
+    assert new.effective == T0 + timedelta(days=3)
+    assert change(WEIGHT, new, [_at(0, "80.0")]) is not None  # exactly 3 days before: in
+    assert change(WEIGHT, new, [_at(-0.01, "80.0")]) is None
