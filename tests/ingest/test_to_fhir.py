@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import simplejson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dho import jsonutil
 from dho.catalogue import LOINC, MDC, VITALSIGNS_PROFILE, load_catalogue
@@ -320,3 +323,42 @@ def test_jsonutil_round_trips_decimals_and_refuses_nan() -> None:
             jsonutil.loads(bad)
     with pytest.raises(ValueError):
         jsonutil.dumps(Decimal("NaN"))
+    with pytest.raises(ValueError):
+        jsonutil.dumps([Decimal("-Infinity")])
+    with pytest.raises(TypeError):
+        jsonutil.dumps({"at": datetime(2026, 1, 1, tzinfo=UTC)})
+
+
+def test_jsonutil_writes_what_orjson_refuses_as_simplejson_does() -> None:
+    assert (
+        jsonutil.dumps({"big": 2**70, 3: Decimal("1.0")})
+        == '{"big":1180591620717411303424,"3":1.0}'
+    )
+
+
+_JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(_JSON)
+def test_jsonutil_writes_the_same_text_as_simplejson(value: Any) -> None:
+    try:
+        expected = simplejson.dumps(
+            value, use_decimal=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:
+        return  # e.g. a Decimal simplejson cannot write: not what this test compares
+    assert jsonutil.dumps(value) == expected
