@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -106,3 +107,28 @@ async def test_0003_spells_device_identifiers_as_the_decoders_do(
         devices = (await conn.execute(text("SELECT id FROM device ORDER BY id"))).scalars().all()
         assigned = await conn.scalar(text("SELECT device_id FROM device_assignment"))
     assert devices == ["d-1", "d-2"] and assigned == "d-1"
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_postgresql_compresses_resources_and_payloads_with_lz4(engine: AsyncEngine) -> None:
+    from sqlalchemy import text
+
+    large = {
+        ("observation", "resource"),
+        ("observation_version", "resource"),
+        ("raw_message", "payload"),
+        ("outbox_delivery", "payload"),
+        ("questionnaire_response", "resource"),
+    }
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT c.relname, a.attname, a.attcompression::text FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid "
+                "WHERE c.relname = ANY(:tables) AND a.attnum > 0 AND NOT a.attisdropped"
+            ),
+            {"tables": sorted({table for table, _ in large})},
+        )
+        methods = {(table, column): method for table, column, method in rows}
+    assert {key: methods[key] for key in large} == dict.fromkeys(large, "l")
+    assert methods[("observation", "patient_id")] == ""  # only the large values
