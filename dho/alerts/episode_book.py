@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episodes import Episode, RuleMemory, decide
-from dho.db.base import bulk_insert
+from dho.db.base import bulk_insert, bulk_update
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
@@ -59,6 +59,22 @@ class Report:
     device_id: str | None = None
     observation_id: str | None = None
     plan: PlanRef | None = None
+
+
+_ALERT_UPDATE = bulk_update(Alert, ("id",), ("severity", "summary", "details", "updated_at"))
+_RULE_STATE_UPDATE = bulk_update(
+    RuleState,
+    ("patient_id", "rule"),
+    (
+        "band",
+        "repeat_until",
+        "repeat_observation_id",
+        "repeat_summary",
+        "repeat_plan_id",
+        "repeat_plan_version",
+        "updated_at",
+    ),
+)
 
 
 def memory_of(state: RuleState) -> RuleMemory:
@@ -352,9 +368,9 @@ class EpisodeBook:
         """Write the batch's alerts, evidence, deliveries and rule states (no commit)."""
         if self.new_alerts:
             await session.execute(bulk_insert(Alert), self.new_alerts)
-        if self.alert_updates:  # one bulk UPDATE by primary key
-            changes = [{"id": alert_id} | v for alert_id, v in self.alert_updates.items()]
-            await session.execute(update(Alert), changes)
+        if self.alert_updates:
+            changes = [{"key_id": alert_id} | v for alert_id, v in self.alert_updates.items()]
+            await session.execute(_ALERT_UPDATE, changes)
         if self.evidence:
             await session.execute(bulk_insert(AlertEvidence), self.evidence)
         if self.deliveries:
@@ -372,10 +388,12 @@ class EpisodeBook:
                 "repeat_plan_version": memory.repeat_plan.version if memory.repeat_plan else None,
                 "updated_at": now,
             }
-            row = {"patient_id": key[0], "rule": key[1]} | values
-            (updates if key in self.stored_memories else inserts).append(row)
+            if key in self.stored_memories:
+                updates.append({"key_patient_id": key[0], "key_rule": key[1]} | values)
+            else:
+                inserts.append({"patient_id": key[0], "rule": key[1]} | values)
         if updates:
-            await session.execute(update(RuleState), updates)
+            await session.execute(_RULE_STATE_UPDATE, updates)
         if inserts:
             await session.execute(bulk_insert(RuleState), inserts)
 

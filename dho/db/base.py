@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Insert, MetaData, TypeDecorator, insert
+from sqlalchemy import DateTime, Insert, MetaData, TypeDecorator, Update, bindparam, insert, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -46,10 +46,20 @@ def utcnow() -> datetime:
 
 
 def bulk_insert(model: type[Any]) -> Insert:
-    """An ORM bulk INSERT for many rows at once, NULLs written as NULL.
+    """A Core INSERT of a model's table, for a list of rows that all have the same keys.
 
-    By default the ORM leaves a row's None values out of its INSERT, and rows that differ
-    in which columns are None then go in separate statements: a batch of readings with
-    and without components became a hundred INSERTs instead of one.
+    The ORM's bulk INSERT (`insert(Model)`) does the same with more work per statement:
+    about 0.4 ms more for a batch's few alert rows, 0.9 ms for its 200 observations.
     """
-    return insert(model).execution_options(render_nulls=True)
+    return insert(model.__table__)
+
+
+def bulk_update(model: type[Any], keys: tuple[str, ...], values: tuple[str, ...]) -> Update:
+    """A Core UPDATE of the rows whose `keys` columns equal a row's `key_<column>` values,
+    setting the `values` columns, for a list of rows with those keys."""
+    table = model.__table__
+    return (
+        update(table)
+        .where(*(table.c[key] == bindparam(f"key_{key}") for key in keys))
+        .values({column: bindparam(column) for column in values})
+    )
