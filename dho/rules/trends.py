@@ -109,6 +109,9 @@ def outside_baseline(
     variance = (squares - total * mean) / (n - 1)
     if variance <= 0:
         return None  # a constant baseline gives no spread to judge by
+    # |value - mean| > k SD, squared on both sides: the square root only for a finding.
+    deviation = new.value - mean
+    if deviation * deviation <= rule.k * rule.k * variance:
+        return None
     sd = variance.sqrt()
-    deviations = abs(new.value - mean) / sd
-    return Outside(mean, sd, deviations) if deviations > rule.k else None
+    return Outside(mean, sd, abs(deviation) / sd)
