@@ -32,8 +32,12 @@ def margin_for(type_key: str, own: Decimal | None) -> Decimal:
 
 
 def held_band(points: CutPoints, value: Decimal, margin: Decimal) -> Band:
-    """The worst band within +/- margin of the value: where a falling colour is held."""
-    return max(points.band(value - margin), points.band(value), points.band(value + margin))
+    """The worst band within +/- margin of the value: where a falling colour is held.
+
+    The bands rise away from green on both sides, so the worst band of the interval is at
+    one of its ends.
+    """
+    return max(points.band(value - margin), points.band(value + margin))
 
 
 def settle(previous: Band, band: Band, held: Band) -> Band:

@@ -13,7 +13,7 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -181,17 +181,6 @@ def _effective(reading: Reading) -> datetime:
     return reading.effective
 
 
-def lookback(plan: StandardPlan, type_key: str) -> timedelta:
-    """How far back the plan's trend and baseline rules for a type look."""
-    days = [r.days or r.baseline_days or 0 for r in plan.changes if r.type == type_key]
-    days += [r.baseline_days for r in plan.baselines if r.type == type_key]
-    return timedelta(days=max(days, default=0))
-
-
-def trended_types(plan: StandardPlan) -> set[str]:
-    return {r.type for r in plan.changes} | {r.type for r in plan.baselines}
-
-
 async def load_patient_context(
     session: AsyncSession,
     catalogue: PlanCatalogue,
@@ -312,9 +301,10 @@ async def _load_history(
     since: dict[tuple[str, str], datetime] = {}
     for patient, type_key, effective in wanted:
         plan = context.plan_for(patient, effective).plan
-        if type_key not in trended_types(plan):
+        looked = plan.lookbacks.get(type_key)
+        if looked is None:
             continue
-        start = effective - lookback(plan, type_key)
+        start = effective - looked
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
     if history is not None:

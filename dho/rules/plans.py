@@ -100,6 +100,18 @@ class StandardPlan:
     news2: News2Settings | None = None
     pregnant: bool = False
     questionnaires: tuple[str, ...] = ()
+    # Derived once: how far back the change and baseline rules look, per type they trend.
+    lookbacks: dict[str, timedelta] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        days: dict[str, int] = {}
+        for change in self.changes:
+            looked = change.days or change.baseline_days or 0
+            days[change.type] = max(days.get(change.type, 0), looked)
+        for baseline in self.baselines:
+            days[baseline.type] = max(days.get(baseline.type, 0), baseline.baseline_days)
+        lookbacks = {type_key: timedelta(days=n) for type_key, n in days.items()}
+        object.__setattr__(self, "lookbacks", lookbacks)
 
     def texts_for(self, type_key: str, band: Band) -> Texts:
         """The texts of a colour for one measurement type (its own, else the plan's)."""

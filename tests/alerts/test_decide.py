@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dho.alerts.episodes import Episode, RuleMemory, decide
 from dho.rules.hysteresis import held_band, settle
@@ -38,6 +40,23 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 )
 def test_held_band_is_the_worst_band_within_the_margin(value: int, held: Band) -> None:
     assert held_band(SYSTOLIC, Decimal(value), Decimal(3)) == held
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    st.sets(st.integers(min_value=0, max_value=60), min_size=4, max_size=4),
+    st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    st.integers(min_value=-10, max_value=70),
+    st.integers(min_value=0, max_value=8),
+)
+def test_held_band_is_the_worst_band_of_every_value_within_the_margin(
+    points: set[int], kept: tuple[bool, ...], value: int, margin: int
+) -> None:
+    ordered = sorted(points)  # red-low < yellow-low < yellow-high < red-high, some left out
+    cuts = CutPoints(*(Decimal(p) if keep else None for p, keep in zip(ordered, kept, strict=True)))
+    tenths = range(10 * (value - margin), 10 * (value + margin) + 1)
+    worst = max(cuts.band(Decimal(t) / 10) for t in tenths)
+    assert held_band(cuts, Decimal(value), Decimal(margin)) == worst
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -62,6 +64,17 @@ def test_the_published_rules_are_there() -> None:
         7,
     )
     assert PLANS["copd"].spo2_target_88_92 and not PLANS["general"].spo2_target_88_92
+
+
+def test_a_plan_knows_how_far_back_its_rules_look_per_type() -> None:
+    assert PLANS["heart-failure"].lookbacks == {
+        "body-weight": timedelta(days=3),
+        "heart-rate": timedelta(days=28),
+    }
+    assert PLANS["copd"].lookbacks == {"oxygen-saturation": timedelta(days=7)}
+    assert PLANS["general"].lookbacks == {}
+    longer = replace(PLANS["copd"], changes=(replace(PLANS["copd"].changes[0], baseline_days=14),))
+    assert longer.lookbacks == {"oxygen-saturation": timedelta(days=14)}
 
 
 @pytest.mark.parametrize(
