@@ -28,18 +28,18 @@ after it was taken, so none is late.
 On PostgreSQL both databases are ANALYZEd after the history, as autovacuum would have done
 in service: without planner statistics every batch's duplicate check scans its tables.
 
-Timed: the measured stream in `--rounds` segments; each segment goes through both pipelines
-in turn, the order swapped every round, so that a checkpoint, an autovacuum or another
-process's burst falls on both alike. Each `Pipeline.process` call (one transaction per batch)
-is timed; `judge µs` is the part spent
+Timed: the measured stream in segments of `--segment-batches` batches (default one); each
+segment goes through both pipelines in turn, the order swapped every segment, so that a
+checkpoint, an autovacuum or another process's burst falls on both alike. Each
+`Pipeline.process` call (one transaction per batch) is timed; `judge µs` is the part spent
 in the judge stage (context load and rules), `rules µs` the part of that spent judging the
 readings, the rest of the difference is the record stage applying the findings (alert
 episodes, rule states, annotated resources). The timed pipeline starts with the history
 cache of the one that ingested the history, as a process in service would have it
 (`--history-cache 0` measures without the cache). The overhead is
 (rules - baseline) / baseline of the wall time per measurement, over the whole stream and
-round by round; `--check` exits with 1 when the whole stream's or the median round's is
-above 20 %.
+segment by segment; `--check` exits with 1 when the whole stream's or the median
+segment's is above 20 %.
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ class Params:
     check: bool
     profile: str | None
     history_cache: int = 2000
-    rounds: int = 5
+    segment_batches: int = 1
     gc_threshold: int = int(Settings.model_fields["gc_threshold"].default)
 
 
@@ -482,7 +482,7 @@ class _Timing:
     measurements: int = 0
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
-    rounds: list[float] = field(default_factory=list)  # µs per measurement, round by round
+    segments: list[float] = field(default_factory=list)  # µs per measurement, each segment
 
     def report(self) -> dict[str, Any]:
         n = self.measurements
@@ -495,7 +495,7 @@ class _Timing:
             "batches": len(self.latencies),
             "batch_ms": summary_ms(self.latencies),
             "statuses": dict(sorted(self.statuses.items())),
-            "rounds_us_per_measurement": [round(us, 1) for us in self.rounds],
+            "segments_us_per_measurement": [round(us, 1) for us in self.segments],
         }
 
 
@@ -525,7 +525,7 @@ async def _feed(
     timing.cpu_seconds += time.process_time() - cpu_started
     timing.measurements += len(raws)
     if raws:
-        timing.rounds.append(elapsed / len(raws) * 1e6)
+        timing.segments.append(elapsed / len(raws) * 1e6)
     return timing
 
 
@@ -629,12 +629,12 @@ async def _prepare(
     )
 
 
-async def _time_rounds(params: Params, stream: Stream, variants: list[_Variant]) -> None:
-    """The measured stream in `params.rounds` segments, each fed to every variant in turn
-    (the order swapped every round), so that what the machine and the database servers do
-    meanwhile falls on both variants alike."""
-    measured, rounds = stream.measured, params.rounds
-    size = math.ceil(len(measured) / rounds / params.batch) * params.batch
+async def _time_segments(params: Params, stream: Stream, variants: list[_Variant]) -> None:
+    """The measured stream in segments, each fed to every variant in turn (the order swapped
+    every segment), so that what the machine and the database servers do meanwhile falls
+    on both variants alike."""
+    measured = stream.measured
+    size = params.segment_batches * params.batch
     with _collector_as_in_service(params.gc_threshold):
         for n, first in enumerate(range(0, len(measured), size)):
             segment = measured[first : first + size]
@@ -677,7 +677,7 @@ _VARIANTS: tuple[tuple[str, type[TimedPipeline]], ...] = (
 def run_variants(
     params: Params, bundle: dict[str, Any], stream: Stream, urls: dict[str, str]
 ) -> dict[str, dict[str, Any]]:
-    """Prepare a database per variant, then time them round by round, interleaved."""
+    """Prepare a database per variant, then time them segment by segment, interleaved."""
     from dho.db import migrate
 
     for url in urls.values():
@@ -690,7 +690,7 @@ def run_variants(
                 variants.append(
                     await _prepare(params, bundle, stream, urls[label], pipeline_class, label)
                 )
-            await _time_rounds(params, stream, variants)
+            await _time_segments(params, stream, variants)
             return {v.label: await _report(params, v) for v in variants}
         finally:
             for variant in variants:
@@ -700,21 +700,22 @@ def run_variants(
 
 
 def _overhead(rules: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """Rules against baseline: over the whole stream, and round by round (median, range)."""
+    """Rules against baseline: over the whole stream, and segment by segment (the median
+    and the quartiles of the segments' overheads)."""
     wall = rules["us_per_measurement"] / baseline["us_per_measurement"] - 1
     cpu = rules["cpu_us_per_measurement"] / baseline["cpu_us_per_measurement"] - 1
-    per_round = [
-        r / b - 1
-        for r, b in zip(
-            rules["rounds_us_per_measurement"], baseline["rounds_us_per_measurement"], strict=True
-        )
-    ]
-    median = statistics.median(per_round)
+    pairs = zip(
+        rules["segments_us_per_measurement"], baseline["segments_us_per_measurement"], strict=True
+    )
+    per_segment = [r / b - 1 for r, b in pairs]
+    median = statistics.median(per_segment)
+    quartiles = statistics.quantiles(per_segment, n=4) if len(per_segment) > 1 else [median] * 3
     return {
         "wall": round(wall, 4),
         "cpu": round(cpu, 4),
-        "rounds": [round(x, 4) for x in per_round],
-        "median_round": round(median, 4),
+        "segments": len(per_segment),
+        "median_segment": round(median, 4),
+        "segment_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
         "judge_stage": round(rules["judge_us_per_measurement"] / baseline["us_per_measurement"], 4),
         "limit": LIMIT,
         "within_limit": wall <= LIMIT and median <= LIMIT,
@@ -787,12 +788,12 @@ def render(r: dict[str, Any]) -> str:
     verdict = "within" if o["within_limit"] else "ABOVE"
     record = o["wall"] - o["judge_stage"]
     cache = r["rules"]["history_cache"]
-    rounds = ", ".join(f"{x:+.1%}" for x in o["rounds"])
+    low, high = o["segment_quartiles"]
     lines += [
         f"overhead of rule evaluation: {o['wall']:+.1%} wall time per measurement "
-        f"({o['cpu']:+.1%} CPU of this process), median of {len(o['rounds'])} rounds "
-        f"{o['median_round']:+.1%} — {verdict} the {o['limit']:.0%} limit",
-        f"  round by round: {rounds}",
+        f"({o['cpu']:+.1%} CPU of this process); median of {o['segments']} segments "
+        f"{o['median_segment']:+.1%} (quartiles {low:+.1%}, {high:+.1%}) — {verdict} the "
+        f"{o['limit']:.0%} limit",
         f"  judge stage (patient context + rules) {o['judge_stage']:+.1%}, record stage "
         f"(alert episodes, annotated resources) and the rest {record:+.1%}",
         f"  garbage collector: first threshold {p['gc_threshold']:,}, start-up frozen",
@@ -841,15 +842,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         help="the collector's first threshold (DHO_GC_THRESHOLD; CPython's default: 700)",
     )
     parser.add_argument(
-        "--rounds",
+        "--segment-batches",
         type=int,
-        default=5,
-        help="segments of the stream, each timed on both variants in turn (order swapped)",
+        default=1,
+        help="batches per segment; each segment is timed on both variants in turn",
     )
     parser.add_argument(
         "--check",
         action="store_true",
-        help=f"exit 1 when the whole stream or the median round is above {LIMIT:.0%}",
+        help=f"exit 1 when the whole stream or the median segment is above {LIMIT:.0%}",
     )
     parser.add_argument("--profile", help="write cProfile stats of the timed phases to PATH.*.prof")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -858,11 +859,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     if url is not None and not url.startswith(("postgresql://", "postgresql+asyncpg://")):
         parser.error("--database-url must be a PostgreSQL URL; SQLite is the default")
     if (
-        min(args.measurements, args.batch, args.registry_copies, args.rounds) < 1
+        min(args.measurements, args.batch, args.registry_copies, args.segment_batches) < 1
         or args.cadence_hours <= 0
     ):
         parser.error(
-            "--measurements, --batch, --registry-copies, --rounds, --cadence-hours: above 0"
+            "--measurements, --batch, --registry-copies, --segment-batches, --cadence-hours: "
+            "above 0"
         )
     if args.history_cache < 0:
         parser.error("--history-cache: 0 or more")
@@ -877,7 +879,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
         check=args.check,
         profile=args.profile,
         history_cache=args.history_cache,
-        rounds=args.rounds,
+        segment_batches=args.segment_batches,
         gc_threshold=args.gc_threshold,
     )
     return params, bool(args.json)
