@@ -23,6 +23,7 @@ from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
 from dho.settings import Settings
+from dho.values import value
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ class DeliveryTarget:
     target: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Touched:
     """The alert a reading opened, raised or joined; or the repeat it asked for."""
 
@@ -42,7 +43,7 @@ class Touched:
     action: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Report:
     """Evidence for one rule's episode of one subject (`patient:<id>`, `gateway:<id>`,
     `device:<id>`); `band` the episode's colour, `evidence_band` this evidence's own."""

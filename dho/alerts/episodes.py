@@ -9,18 +9,18 @@ yellow outlier becomes an alert. Pure: the caller loads and writes the rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from dho.rules.hysteresis import settle
 from dho.rules.judge import Finding, PlanRef
 from dho.rules.thresholds import Band
+from dho.values import value
 
 Action = Literal["none", "open", "raise", "attach", "ask-repeat"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RuleMemory:
     """A rule's settled colour for a patient, and a repeat measurement it waits for."""
 
@@ -31,13 +31,13 @@ class RuleMemory:
     repeat_plan: PlanRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Episode:
     id: str
     severity: Band
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outcome:
     action: Action
     memory: RuleMemory

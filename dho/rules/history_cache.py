@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dho.rules.trends import Reading
+from dho.values import value
 
 # Readings older than a batch needs are dropped once they span this long (the rules look
 # at their own windows, so a few older readings served along do no harm).
@@ -32,7 +33,7 @@ def new_stamp() -> int:
     return secrets.randbits(63)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Written:
     """An observation row this transaction inserted, as the history sees it."""
 

@@ -8,7 +8,7 @@ alerting step can settle colours with hysteresis. No database, no clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 
@@ -18,11 +18,12 @@ from dho.rules.plans import BaselineRule, ChangeRule, StandardPlan, Texts
 from dho.rules.ranges import RangeJudgement, judge_range
 from dho.rules.thresholds import Band
 from dho.rules.trends import Reading, change, outside_baseline, utc_reading
+from dho.values import value
 
 OUT_OF_RANGE = "measurement-out-of-range"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PlanRef:
     """Which plan version judged: a patient's own (`id` its row), or a standard plan."""
 
@@ -35,14 +36,14 @@ class PlanRef:
         return f"{self.name} v{self.version}"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AppliedPlan:
     ref: PlanRef
     plan: StandardPlan
     valid_from: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Finding:
     """What one rule says about one reading. `held` is where hysteresis holds a falling
     colour; `repeatable` marks a range finding a repeat measurement may confirm."""
@@ -56,7 +57,7 @@ class Finding:
     repeatable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Judgement:
     plan: PlanRef
     colour: Band

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from dho.rules.news2 import Vitals
+from dho.values import value
 
 # Measurement-type keys (fhir/measurement-types.yaml) NEWS2 reads, in NEWS2 chart order.
 # For blood pressure the reading carries the systolic component's value.
@@ -29,7 +30,7 @@ INPUT_TYPES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reading:
     """One stored reading NEWS2 may use; for blood pressure `value` is the systolic."""
 

@@ -8,13 +8,13 @@ band, yellow-low to yellow-high) so the Observation says what it was judged agai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from dho.catalogue import UCUM
 from dho.ingest.measurement import Measurement, Quantity
 from dho.rules.thresholds import Band, CutPoints, TypeThresholds
+from dho.values import value
 
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 REFERENCE_RANGE_SYSTEM = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
@@ -27,7 +27,7 @@ _DISPLAY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Judged:
     """One value (or component) judged: its colour, interpretation code and green band."""
 
@@ -63,7 +63,7 @@ class Judged:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RangeJudgement:
     """The reading's colour (the worst of its parts) and each part judged."""
 

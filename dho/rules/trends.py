@@ -17,16 +17,16 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from dho.rules.plans import BaselineRule, ChangeRule
+from dho.values import value
 
 MIN_BASELINE_READINGS = 3
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reading:
     effective: datetime
     value: Decimal
@@ -37,7 +37,7 @@ def utc_reading(effective: datetime, value: Decimal) -> Reading:
     return Reading(effective.astimezone(UTC), value)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Change:
     """A change the rule flags: how much, and from what."""
 
@@ -83,7 +83,7 @@ def _baseline(readings: Sequence[Reading]) -> Decimal | None:
     return sum((r.value for r in readings), Decimal(0)) / len(readings)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outside:
     """How far outside the patient's normal a reading is, in standard deviations."""
 
