@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
-from dho.alerts.episodes import Episode, RuleMemory, decide
+from dho.alerts.episodes import FRESH, Episode, RuleMemory, decide
 from dho.db.base import bulk_insert, bulk_update
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
@@ -170,8 +170,8 @@ class EpisodeBook:
         """A paused patient: the rules start afresh when the pause ends."""
         for finding in findings:
             key = (patient_id, finding.rule)
-            if self.memories.get(key, RuleMemory()) != RuleMemory():
-                self.memories[key] = RuleMemory()
+            if self.memories.get(key, FRESH) != FRESH:
+                self.memories[key] = FRESH
                 self.changed_memories.add(key)
 
     def apply(
@@ -208,7 +208,7 @@ class EpisodeBook:
         key = (patient_id, finding.rule)
         episode_key = open_key(f"patient:{patient_id}", finding.rule)
         known = self.open.get(episode_key)
-        memory = self.memories.get(key, RuleMemory())
+        memory = self.memories.get(key, FRESH)
         outcome = decide(
             finding,
             memory,

@@ -43,6 +43,10 @@ class Outcome:
     memory: RuleMemory
 
 
+FRESH = RuleMemory()  # a rule that has seen nothing, or only green
+_QUIET = Outcome("none", FRESH)
+
+
 def decide(
     finding: Finding,
     memory: RuleMemory,
@@ -60,7 +64,7 @@ def decide(
         action: Action = "attach" if finding.band > Band.GREEN else "none"
         return Outcome(action, RuleMemory(settled))
     if settled == Band.GREEN:
-        return Outcome("none", RuleMemory(Band.GREEN))
+        return _QUIET
     if memory.repeat_until is not None:
         return Outcome("open", RuleMemory(settled))  # the repeat confirms the outlier
     if settled <= memory.band:

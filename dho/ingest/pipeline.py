@@ -302,7 +302,7 @@ class Pipeline:
         applied = context.plan_for(patient, m.effective)
         item.judgement = judge(m, applied, context.readings(patient, m.type))
         item.paused = context.pause_at(patient, m.effective)
-        if m.value is not None:
+        if m.value is not None and context.tracks(patient, m.type):
             context.remember(patient, m.type, m.identity, utc_reading(m.effective, m.value.value))
         vital = m.value or m.components.get("systolic")
         if applied.plan.news2 is not None and m.type in NEWS2_TYPES and vital is not None:

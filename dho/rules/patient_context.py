@@ -149,6 +149,10 @@ class PatientContext:
     def pause_at(self, patient_id: str, at: datetime) -> Pause | None:
         return next((p for p in self.pauses.get(patient_id, ()) if p.covers(at)), None)
 
+    def tracks(self, patient_id: str, type_key: str) -> bool:
+        """Whether a rule of this batch reads the patient's history of the type."""
+        return (patient_id, type_key) in self.history
+
     def readings(self, patient_id: str, type_key: str) -> Sequence[Reading]:
         """The patient's readings of a type, sorted by time (not to be changed)."""
         key = (patient_id, type_key)
@@ -307,6 +311,7 @@ async def _load_history(
         start = effective - looked
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
+        context.history.setdefault(key, {})
     if history is not None:
         for key, start in list(since.items()):
             cached = history.get(key[0], stamps.get(key[0]), key[1], start)

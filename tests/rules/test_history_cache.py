@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from dho.rules.history_cache import HistoryCache, Written, new_stamp
+from dho.rules.judge import AppliedPlan, PlanRef
 from dho.rules.trends import Reading
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -111,3 +112,19 @@ def test_the_context_serves_a_history_sorted_by_time_as_readings_are_remembered(
     context.remember("p", "body-weight", "a", _reading(5, "9"))  # a correction moves it
     assert [r.value for r in context.readings("p", "body-weight")] == [2, 3, 4, 9]
     assert context.readings("p", "heart-rate") == []
+
+
+async def test_the_context_tracks_only_the_histories_its_patients_plans_read() -> None:
+    from dho.rules.patient_context import PatientContext, _load_history
+    from tests.rules.test_plans import PLANS
+
+    context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans set below
+    applied = AppliedPlan(PlanRef("plan-1", 1, "heart-failure"), PLANS["heart-failure"], T0)
+    context.plans["p"] = [applied]
+    cache = HistoryCache(10)
+    for type_key in ("body-weight", "heart-rate"):
+        cache.put("p", 7, type_key, T0 - timedelta(days=30), {})
+    wanted = [("p", t, T0) for t in ("body-weight", "heart-rate", "oxygen-saturation")]
+    await _load_history(None, context, wanted, {"p": 7}, cache)  # type: ignore[arg-type]
+    assert context.tracks("p", "body-weight") and context.tracks("p", "heart-rate")
+    assert not context.tracks("p", "oxygen-saturation")  # no rule of the plan trends it
