@@ -303,7 +303,7 @@ class Pipeline:
         item.judgement = judge(m, applied, context.readings(patient, m.type))
         item.paused = context.pause_at(patient, m.effective)
         if m.value is not None and context.tracks(patient, m.type):
-            context.remember(patient, m.type, m.identity, utc_reading(m.effective, m.value.value))
+            context.remember(patient, m.type, utc_reading(m.effective, m.value.value, m.identity))
         vital = m.value or m.components.get("systolic")
         if applied.plan.news2 is not None and m.type in NEWS2_TYPES and vital is not None:
             reading = news2_inputs.Reading(item.observation["id"], m.type, m.effective, vital.value)

@@ -140,7 +140,9 @@ async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
         return
     writes = [
         Written(
-            row["patient_id"], row["type"], row["identity"], utc_reading(row["effective"], value)
+            row["patient_id"],
+            row["type"],
+            utc_reading(row["effective"], value, row["identity"]),
         )
         for row in rows
         if (value := _decimal(row["value"])) is not None

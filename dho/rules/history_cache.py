@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from dho.rules.history import from_time, with_reading
 from dho.rules.trends import Reading
 from dho.values import value
 
@@ -39,14 +40,13 @@ class Written:
 
     patient_id: str
     type: str
-    identity: str
     reading: Reading
 
 
 @dataclass(slots=True)
 class _Span:
     since: datetime  # every reading from here on is held
-    readings: dict[str, Reading]
+    readings: list[Reading]  # a history (dho.rules.history): replaced, never changed
 
 
 @dataclass(slots=True)
@@ -69,9 +69,9 @@ class HistoryCache:
 
     def get(
         self, patient_id: str, stamp: int | None, type_key: str, since: datetime
-    ) -> dict[str, Reading] | None:
-        """A copy of the readings from `since` on (and perhaps a few older ones), when the
-        cache holds them at `stamp`."""
+    ) -> list[Reading] | None:
+        """The history from `since` on (and perhaps a few older readings), when the cache
+        holds it at `stamp`; the list is shared: not to be changed."""
         patient = self._patients.get(patient_id)
         span = patient.types.get(type_key) if patient is not None else None
         if patient is None or patient.stamp != stamp or span is None or span.since > since:
@@ -80,9 +80,9 @@ class HistoryCache:
         self.hits += 1
         self._patients.move_to_end(patient_id)
         if since - span.since > TRIM_AFTER:
-            span.readings = {i: r for i, r in span.readings.items() if r.effective >= since}
+            span.readings = from_time(span.readings, since)
             span.since = since
-        return dict(span.readings)
+        return span.readings
 
     def put(
         self,
@@ -90,15 +90,16 @@ class HistoryCache:
         stamp: int | None,
         type_key: str,
         since: datetime,
-        readings: Mapping[str, Reading],
+        readings: list[Reading],
     ) -> None:
-        """Hold what the database returned for (patient, type) from `since` at `stamp`."""
+        """Hold the history the database returned for (patient, type) from `since` at
+        `stamp` (the list is kept as it is: not to be changed afterwards)."""
         if self._max <= 0:
             return
         patient = self._patients.get(patient_id)
         if patient is None or patient.stamp != stamp:
             patient = self._patients[patient_id] = _Patient(stamp)
-        patient.types[type_key] = _Span(since, dict(readings))
+        patient.types[type_key] = _Span(since, readings)
         self._patients.move_to_end(patient_id)
         while len(self._patients) > self._max:
             self._patients.popitem(last=False)
@@ -128,7 +129,7 @@ class HistoryCache:
             patient = self._patients.get(write.patient_id)
             span = patient.types.get(write.type) if patient is not None else None
             if span is not None and write.patient_id in touched:
-                span.readings[write.identity] = write.reading
+                span.readings = with_reading(span.readings, write.reading)
 
     def forget(self, patient_ids: Iterable[str]) -> None:
         for patient_id in patient_ids:

@@ -9,7 +9,6 @@ still true, and from the database otherwise.
 
 from __future__ import annotations
 
-import bisect
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from dho.catalogue import Catalogue
 from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
 from dho.ingest.normalise import PlausibilityLimits
 from dho.rules import news2_inputs
+from dho.rules.history import sorted_history, with_reading
 from dho.rules.history_cache import LOCKED_STAMPS, HistoryCache
 from dho.rules.judge import AppliedPlan, PlanRef
 from dho.rules.plans import StandardPlan, load_standard_plans, plan_from_document
@@ -132,11 +132,10 @@ class PatientContext:
     catalogue: PlanCatalogue
     plans: dict[str, list[AppliedPlan]] = field(default_factory=dict)
     pauses: dict[str, list[Pause]] = field(default_factory=dict)
-    history: dict[tuple[str, str], dict[str, Reading]] = field(default_factory=dict)
+    # Histories (dho.rules.history) of the types the batch's rules trend.
+    history: dict[tuple[str, str], list[Reading]] = field(default_factory=dict)
     birth_dates: dict[str, date | None] = field(default_factory=dict)
     vitals: dict[str, dict[str, news2_inputs.Reading]] = field(default_factory=dict)
-    # The history's readings sorted by time, made when first asked for.
-    _sorted: dict[tuple[str, str], list[Reading]] = field(default_factory=dict)
 
     def plan_for(self, patient_id: str, at: datetime) -> AppliedPlan:
         """The patient's plan version valid at `at`; the default standard plan before any."""
@@ -155,34 +154,17 @@ class PatientContext:
 
     def readings(self, patient_id: str, type_key: str) -> Sequence[Reading]:
         """The patient's readings of a type, sorted by time (not to be changed)."""
-        key = (patient_id, type_key)
-        ordered = self._sorted.get(key)
-        if ordered is None:
-            ordered = sorted(self.history.get(key, {}).values(), key=_effective)
-            self._sorted[key] = ordered
-        return ordered
+        return self.history.get((patient_id, type_key), ())
 
-    def remember(self, patient_id: str, type_key: str, identity: str, reading: Reading) -> None:
+    def remember(self, patient_id: str, type_key: str, reading: Reading) -> None:
         key = (patient_id, type_key)
-        readings = self.history.setdefault(key, {})
-        replaced = identity in readings
-        readings[identity] = reading
-        ordered = self._sorted.get(key)
-        if ordered is not None:
-            if replaced:
-                del self._sorted[key]
-            else:
-                bisect.insort(ordered, reading, key=_effective)
+        self.history[key] = with_reading(self.history.get(key, ()), reading)
 
     def recent_vitals(self, patient_id: str) -> list[news2_inputs.Reading]:
         return list(self.vitals.get(patient_id, {}).values())
 
     def remember_vital(self, patient_id: str, identity: str, reading: news2_inputs.Reading) -> None:
         self.vitals.setdefault(patient_id, {})[identity] = reading
-
-
-def _effective(reading: Reading) -> datetime:
-    return reading.effective
 
 
 async def load_patient_context(
@@ -311,7 +293,7 @@ async def _load_history(
         start = effective - looked
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
-        context.history.setdefault(key, {})
+        context.history.setdefault(key, [])
     if history is not None:
         for key, start in list(since.items()):
             cached = history.get(key[0], stamps.get(key[0]), key[1], start)
@@ -341,19 +323,22 @@ async def _load_history(
                     ObservationRow.value.is_not(None),
                 )
             )
-            _remember_rows(context, since, rows)
-    if history is not None:
-        for key, start in since.items():
-            found = context.history.get(key, {})
-            history.put(key[0], stamps.get(key[0]), key[1], start, found)
+            _add_rows(context, since, rows)
+    for key in since:
+        context.history[key] = sorted_history(context.history[key])
+        if history is not None:
+            history.put(key[0], stamps.get(key[0]), key[1], since[key], context.history[key])
 
 
-def _remember_rows(
+def _add_rows(
     context: PatientContext, since: dict[tuple[str, str], datetime], rows: Iterable[Any]
 ) -> None:
+    """Stored readings (each identity once), in any order: sorted once they are all in."""
     for patient, type_key, identity, effective, value in rows:
-        if (patient, type_key) in since and effective >= since[(patient, type_key)]:
-            context.remember(patient, type_key, identity, Reading(effective, Decimal(str(value))))
+        key = (patient, type_key)
+        if key in since and effective >= since[key]:
+            reading = Reading(effective, Decimal(str(value)), identity)
+            context.history[key].append(reading)
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

@@ -28,13 +28,17 @@ MIN_BASELINE_READINGS = 3
 
 @value
 class Reading:
+    """A value at a time; `identity` is its measurement's (see `Measurement.identity`),
+    which a history holds once."""
+
     effective: datetime
     value: Decimal
+    identity: str = ""
 
 
-def utc_reading(effective: datetime, value: Decimal) -> Reading:
+def utc_reading(effective: datetime, value: Decimal, identity: str = "") -> Reading:
     """A reading with its time in UTC: times with different offsets compare slowly."""
-    return Reading(effective.astimezone(UTC), value)
+    return Reading(effective.astimezone(UTC), value, identity)
 
 
 @value

@@ -14,12 +14,16 @@ T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 WEIGHT = "body-weight"
 
 
-def _reading(day: int, value: str) -> Reading:
-    return Reading(T0 + timedelta(days=day), Decimal(value))
+def _reading(day: int, value: str, identity: str) -> Reading:
+    return Reading(T0 + timedelta(days=day), Decimal(value), identity)
 
 
-def readings(*days: int) -> dict[str, Reading]:
-    return {f"w{d}": Reading(T0 + timedelta(days=d), Decimal(80 + d)) for d in days}
+def readings(*days: int) -> list[Reading]:
+    return [Reading(T0 + timedelta(days=d), Decimal(80 + d), f"w{d}") for d in days]
+
+
+def identities(history: list[Reading] | None) -> list[str]:
+    return [r.identity for r in history or ()]
 
 
 def test_a_history_is_served_only_at_its_stamp_and_for_a_look_back_it_covers() -> None:
@@ -28,7 +32,7 @@ def test_a_history_is_served_only_at_its_stamp_and_for_a_look_back_it_covers() -
     assert cache.get("p", 8, WEIGHT, T0) is None  # someone wrote since
     assert cache.get("p", 7, WEIGHT, T0 - timedelta(days=1)) is None  # looks back further
     assert cache.get("p", 7, "heart-rate", T0) is None
-    assert sorted(cache.get("p", 7, WEIGHT, T0) or {}) == ["w0", "w1", "w2"]
+    assert identities(cache.get("p", 7, WEIGHT, T0)) == ["w0", "w1", "w2"]
     assert (cache.hits, cache.misses) == (1, 3)
 
 
@@ -36,23 +40,22 @@ def test_a_look_back_moved_on_by_more_than_a_day_drops_older_readings_for_good()
     cache = HistoryCache(10)
     cache.put("p", None, WEIGHT, T0, readings(0, 1, 2, 3))
     # Less than a day on: served along (the rules keep to their own windows).
-    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(hours=20)) or {}) == [
-        "w0",
-        "w1",
-        "w2",
-        "w3",
-    ]
-    assert sorted(cache.get("p", None, WEIGHT, T0 + timedelta(days=2)) or {}) == ["w2", "w3"]
+    served = cache.get("p", None, WEIGHT, T0 + timedelta(hours=20))
+    assert identities(served) == ["w0", "w1", "w2", "w3"]
+    assert identities(cache.get("p", None, WEIGHT, T0 + timedelta(days=2))) == ["w2", "w3"]
     assert cache.get("p", None, WEIGHT, T0 + timedelta(days=1)) is None
 
 
-def test_the_copy_served_can_be_changed_without_changing_the_cache() -> None:
+def test_a_reading_added_to_a_served_history_leaves_the_cache_as_it_was() -> None:
+    from dho.rules.patient_context import PatientContext
+
     cache = HistoryCache(10)
     cache.put("p", 1, WEIGHT, T0, readings(0))
-    served = cache.get("p", 1, WEIGHT, T0)
-    assert served is not None
-    served["phantom"] = Reading(T0, Decimal(1))
-    assert list(cache.get("p", 1, WEIGHT, T0) or {}) == ["w0"]
+    context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans not needed
+    context.history[("p", WEIGHT)] = cache.get("p", 1, WEIGHT, T0) or []
+    context.remember("p", WEIGHT, _reading(1, "81", "phantom"))
+    assert identities(context.history[("p", WEIGHT)]) == ["w0", "phantom"]
+    assert identities(cache.get("p", 1, WEIGHT, T0)) == ["w0"]
 
 
 def test_the_least_recently_judged_patients_go_first() -> None:
@@ -78,14 +81,14 @@ def test_writes_move_a_locked_history_to_the_new_stamp_and_drop_unlocked_ones() 
     cache.put("stale", 2, WEIGHT, T0, readings(0))
     cache.put("other", 3, WEIGHT, T0, readings(0))
     new = new_stamp()
-    fresh = Reading(T0 + timedelta(days=3), Decimal("83.4"))
-    writes = [Written("locked", WEIGHT, "w3", fresh), Written("other", WEIGHT, "w9", fresh)]
+    fresh = Reading(T0 + timedelta(days=3), Decimal("83.4"), "w3")
+    writes = [Written("locked", WEIGHT, fresh), Written("other", WEIGHT, fresh)]
     # "stale" was read at stamp 5 by this transaction, not the 2 the cache holds.
     cache.written(new, {"locked": 1, "stale": 5}, writes, {"locked", "stale"})
     assert cache.get("locked", 1, WEIGHT, T0) is None
-    assert (cache.get("locked", new, WEIGHT, T0) or {})["w3"] == fresh
+    assert (cache.get("locked", new, WEIGHT, T0) or [])[-1] == fresh
     assert cache.get("stale", new, WEIGHT, T0) is None and cache.get("stale", 2, WEIGHT, T0) is None
-    assert list(cache.get("other", 3, WEIGHT, T0) or {}) == ["w0"]  # not touched: unchanged
+    assert identities(cache.get("other", 3, WEIGHT, T0)) == ["w0"]  # not touched: unchanged
 
 
 def test_forget_drops_a_patient() -> None:
@@ -105,13 +108,13 @@ def test_the_context_serves_a_history_sorted_by_time_as_readings_are_remembered(
 
     context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans not needed
     for identity, day, value in (("b", 2, "2"), ("a", 1, "1"), ("d", 4, "4")):
-        context.remember("p", "body-weight", identity, _reading(day, value))
+        context.remember("p", "body-weight", _reading(day, value, identity))
     assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 4]
-    context.remember("p", "body-weight", "c", _reading(3, "3"))  # into the sorted list
+    context.remember("p", "body-weight", _reading(3, "3", "c"))  # into the sorted list
     assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 3, 4]
-    context.remember("p", "body-weight", "a", _reading(5, "9"))  # a correction moves it
-    assert [r.value for r in context.readings("p", "body-weight")] == [2, 3, 4, 9]
-    assert context.readings("p", "heart-rate") == []
+    context.remember("p", "body-weight", _reading(1, "7", "a"))  # a correction replaces it
+    assert [r.value for r in context.readings("p", "body-weight")] == [7, 2, 3, 4]
+    assert list(context.readings("p", "heart-rate")) == []
 
 
 async def test_the_context_tracks_only_the_histories_its_patients_plans_read() -> None:
@@ -123,7 +126,7 @@ async def test_the_context_tracks_only_the_histories_its_patients_plans_read() -
     context.plans["p"] = [applied]
     cache = HistoryCache(10)
     for type_key in ("body-weight", "heart-rate"):
-        cache.put("p", 7, type_key, T0 - timedelta(days=30), {})
+        cache.put("p", 7, type_key, T0 - timedelta(days=30), [])
     wanted = [("p", t, T0) for t in ("body-weight", "heart-rate", "oxygen-saturation")]
     await _load_history(None, context, wanted, {"p": 7}, cache)  # type: ignore[arg-type]
     assert context.tracks("p", "body-weight") and context.tracks("p", "heart-rate")
