@@ -43,6 +43,7 @@ from dho.ingest.to_fhir import to_fhir
 from dho.questionnaires.catalogue import load_questionnaires
 from dho.questionnaires.responses import judge_answers
 from dho.rules import news2_inputs
+from dho.rules.history import utc_reading
 from dho.rules.history_cache import HistoryCache
 from dho.rules.judge import judge
 from dho.rules.news2_rule import score_news2
@@ -55,7 +56,6 @@ from dho.rules.patient_context import (
 )
 from dho.rules.plans import PlanError
 from dho.rules.ranges import annotate
-from dho.rules.trends import utc_reading
 from dho.settings import Settings
 
 log = logging.getLogger(__name__)

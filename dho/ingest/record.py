@@ -38,13 +38,13 @@ from dho.ingest.measurement import Measurement
 from dho.ingest.plan import ItemPlan, ItemResult, MessagePlan, MessageResult, QuestionnaireItem
 from dho.ingest.record_quarantine import QuarantineBook
 from dho.questionnaires.responses import QUESTIONNAIRE_ANSWER
+from dho.rules.history import utc_reading
 from dho.rules.history_cache import LOCKED_STAMPS, HistoryCache, Written, new_stamp
 from dho.rules.judge import Judgement
 from dho.rules.news2_fhir import NEWS2_CODE
 from dho.rules.news2_rule import RULE as NEWS2_TYPE
 from dho.rules.news2_rule import News2Result
 from dho.rules.thresholds import Band
-from dho.rules.trends import utc_reading
 
 # What the plan adds to a reading: not part of the reading itself.
 _JUDGED = ("interpretation", "referenceRange")

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dho.rules.history import from_time, with_reading
-from dho.rules.trends import Reading
+from dho.rules.history import History, Reading
 from dho.values import value
 
 # Readings older than a batch needs are dropped once they span this long (the rules look
@@ -46,7 +45,7 @@ class Written:
 @dataclass(slots=True)
 class _Span:
     since: datetime  # every reading from here on is held
-    readings: list[Reading]  # a history (dho.rules.history): replaced, never changed
+    readings: History
 
 
 @dataclass(slots=True)
@@ -69,9 +68,9 @@ class HistoryCache:
 
     def get(
         self, patient_id: str, stamp: int | None, type_key: str, since: datetime
-    ) -> list[Reading] | None:
+    ) -> History | None:
         """The history from `since` on (and perhaps a few older readings), when the cache
-        holds it at `stamp`; the list is shared: not to be changed."""
+        holds it at `stamp`."""
         patient = self._patients.get(patient_id)
         span = patient.types.get(type_key) if patient is not None else None
         if patient is None or patient.stamp != stamp or span is None or span.since > since:
@@ -80,7 +79,7 @@ class HistoryCache:
         self.hits += 1
         self._patients.move_to_end(patient_id)
         if since - span.since > TRIM_AFTER:
-            span.readings = from_time(span.readings, since)
+            span.readings = span.readings.from_time(since)
             span.since = since
         return span.readings
 
@@ -90,10 +89,10 @@ class HistoryCache:
         stamp: int | None,
         type_key: str,
         since: datetime,
-        readings: list[Reading],
+        readings: History,
     ) -> None:
         """Hold the history the database returned for (patient, type) from `since` at
-        `stamp` (the list is kept as it is: not to be changed afterwards)."""
+        `stamp`."""
         if self._max <= 0:
             return
         patient = self._patients.get(patient_id)
@@ -129,7 +128,7 @@ class HistoryCache:
             patient = self._patients.get(write.patient_id)
             span = patient.types.get(write.type) if patient is not None else None
             if span is not None and write.patient_id in touched:
-                span.readings = with_reading(span.readings, write.reading)
+                span.readings = span.readings.with_reading(write.reading)
 
     def forget(self, patient_ids: Iterable[str]) -> None:
         for patient_id in patient_ids:

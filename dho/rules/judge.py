@@ -7,17 +7,17 @@ alerting step can settle colours with hysteresis. No database, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 
 from dho.ingest.measurement import Measurement
+from dho.rules.history import History, Reading, utc_reading
 from dho.rules.hysteresis import held_band, margin_for
 from dho.rules.plans import BaselineRule, ChangeRule, StandardPlan, Texts
 from dho.rules.ranges import RangeJudgement, judge_range
 from dho.rules.thresholds import Band
-from dho.rules.trends import Reading, change, outside_baseline, utc_reading
+from dho.rules.trends import change, outside_baseline
 from dho.values import value
 
 OUT_OF_RANGE = "measurement-out-of-range"
@@ -72,7 +72,7 @@ class Judgement:
         return self.standard.texts_for(self.type, band) if self.standard else self.texts
 
 
-def judge(m: Measurement, applied: AppliedPlan, history: Sequence[Reading]) -> Judgement:
+def judge(m: Measurement, applied: AppliedPlan, history: History) -> Judgement:
     """Every rule of the plan for this reading; `history`: earlier readings of its type, by time."""
     plan = applied.plan
     findings: list[Finding] = []
@@ -123,13 +123,11 @@ def _range(m: Measurement, plan: StandardPlan) -> tuple[RangeJudgement, Finding]
     return judged, finding
 
 
-def _changes(
-    m: Measurement, plan: StandardPlan, new: Reading, history: Sequence[Reading]
-) -> list[Finding]:
+def _changes(m: Measurement, plan: StandardPlan, new: Reading, history: History) -> list[Finding]:
     return [_change(m, rule, new, history) for rule in plan.changes if rule.type == m.type]
 
 
-def _change(m: Measurement, rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Finding:
+def _change(m: Measurement, rule: ChangeRule, new: Reading, history: History) -> Finding:
     found = change(rule, new, history)
     window = f"{rule.days}d" if rule.days is not None else f"{rule.baseline_days}d-baseline"
     band = rule.colour if found else Band.GREEN
@@ -149,15 +147,11 @@ def _change(m: Measurement, rule: ChangeRule, new: Reading, history: Sequence[Re
     return Finding(rule_key, OUT_OF_RANGE, band, band, summary, details)
 
 
-def _baselines(
-    m: Measurement, plan: StandardPlan, new: Reading, history: Sequence[Reading]
-) -> list[Finding]:
+def _baselines(m: Measurement, plan: StandardPlan, new: Reading, history: History) -> list[Finding]:
     return [_baseline(m, rule, new, history) for rule in plan.baselines if rule.type == m.type]
 
 
-def _baseline(
-    m: Measurement, rule: BaselineRule, new: Reading, history: Sequence[Reading]
-) -> Finding:
+def _baseline(m: Measurement, rule: BaselineRule, new: Reading, history: History) -> Finding:
     found = outside_baseline(rule, new, history)
     band = rule.colour if found else Band.GREEN
     details = {"rule": "baseline", "k": str(rule.k)}

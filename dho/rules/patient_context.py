@@ -10,7 +10,7 @@ still true, and from the database otherwise.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,13 +25,13 @@ from dho.catalogue import Catalogue
 from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
 from dho.ingest.normalise import PlausibilityLimits
 from dho.rules import news2_inputs
-from dho.rules.history import sorted_history, with_reading
+from dho.rules.history import History, Reading
 from dho.rules.history_cache import LOCKED_STAMPS, HistoryCache
 from dho.rules.judge import AppliedPlan, PlanRef
 from dho.rules.plans import StandardPlan, load_standard_plans, plan_from_document
-from dho.rules.trends import Reading
 
 CHUNK = 500
+_EMPTY = History()
 # The measurement types NEWS2 reads (blood pressure: its systolic component).
 NEWS2_TYPES = (
     "respiratory-rate",
@@ -132,8 +132,8 @@ class PatientContext:
     catalogue: PlanCatalogue
     plans: dict[str, list[AppliedPlan]] = field(default_factory=dict)
     pauses: dict[str, list[Pause]] = field(default_factory=dict)
-    # Histories (dho.rules.history) of the types the batch's rules trend.
-    history: dict[tuple[str, str], list[Reading]] = field(default_factory=dict)
+    # The histories of the types the batch's rules trend.
+    history: dict[tuple[str, str], History] = field(default_factory=dict)
     birth_dates: dict[str, date | None] = field(default_factory=dict)
     vitals: dict[str, dict[str, news2_inputs.Reading]] = field(default_factory=dict)
 
@@ -152,13 +152,13 @@ class PatientContext:
         """Whether a rule of this batch reads the patient's history of the type."""
         return (patient_id, type_key) in self.history
 
-    def readings(self, patient_id: str, type_key: str) -> Sequence[Reading]:
-        """The patient's readings of a type, sorted by time (not to be changed)."""
-        return self.history.get((patient_id, type_key), ())
+    def readings(self, patient_id: str, type_key: str) -> History:
+        """The patient's history of a type."""
+        return self.history.get((patient_id, type_key)) or _EMPTY
 
     def remember(self, patient_id: str, type_key: str, reading: Reading) -> None:
         key = (patient_id, type_key)
-        self.history[key] = with_reading(self.history.get(key, ()), reading)
+        self.history[key] = self.readings(patient_id, type_key).with_reading(reading)
 
     def recent_vitals(self, patient_id: str) -> list[news2_inputs.Reading]:
         return list(self.vitals.get(patient_id, {}).values())
@@ -293,7 +293,7 @@ async def _load_history(
         start = effective - looked
         key = (patient, type_key)
         since[key] = min(since.get(key, start), start)
-        context.history.setdefault(key, [])
+        context.history.setdefault(key, _EMPTY)
     if history is not None:
         for key, start in list(since.items()):
             cached = history.get(key[0], stamps.get(key[0]), key[1], start)
@@ -312,6 +312,7 @@ async def _load_history(
         ObservationRow.effective,
         ObservationRow.value,
     )
+    found: dict[tuple[str, str], list[Reading]] = {}
     for type_key, start in sorted(earliest.items()):
         patients = sorted({p for p, t in since if t == type_key})
         for chunk in _chunks(patients):
@@ -323,22 +324,24 @@ async def _load_history(
                     ObservationRow.value.is_not(None),
                 )
             )
-            _add_rows(context, since, rows)
+            _add_rows(found, since, rows)
     for key in since:
-        context.history[key] = sorted_history(context.history[key])
+        context.history[key] = History.of(found.get(key, ()))
         if history is not None:
             history.put(key[0], stamps.get(key[0]), key[1], since[key], context.history[key])
 
 
 def _add_rows(
-    context: PatientContext, since: dict[tuple[str, str], datetime], rows: Iterable[Any]
+    found: dict[tuple[str, str], list[Reading]],
+    since: dict[tuple[str, str], datetime],
+    rows: Iterable[Any],
 ) -> None:
-    """Stored readings (each identity once), in any order: sorted once they are all in."""
+    """Stored readings (each identity once) of the wanted histories, in any order."""
     for patient, type_key, identity, effective, value in rows:
         key = (patient, type_key)
         if key in since and effective >= since[key]:
             reading = Reading(effective, Decimal(str(value)), identity)
-            context.history[key].append(reading)
+            found.setdefault(key, []).append(reading)
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

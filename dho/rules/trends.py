@@ -8,37 +8,19 @@ A change over a window, in two forms, from a plan's `changes`:
   judged only once the baseline has `MIN_BASELINE_READINGS` readings.
 And outside the patient's own normal, from a plan's `baselines`: beyond mean +/- k SD of
 the baseline period, once it has the rule's number of readings.
-Late readings belong in the history like any other: they feed trends. A history is a
-sequence of readings sorted by time, so a window is found by bisection.
+Late readings belong in the history like any other: they feed trends.
 """
 
 from __future__ import annotations
 
-import operator
-from bisect import bisect_left
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from dho.rules.history import History, Reading
 from dho.rules.plans import BaselineRule, ChangeRule
 from dho.values import value
 
 MIN_BASELINE_READINGS = 3
-
-
-@value
-class Reading:
-    """A value at a time; `identity` is its measurement's (see `Measurement.identity`),
-    which a history holds once."""
-
-    effective: datetime
-    value: Decimal
-    identity: str = ""
-
-
-def utc_reading(effective: datetime, value: Decimal, identity: str = "") -> Reading:
-    """A reading with its time in UTC: times with different offsets compare slowly."""
-    return Reading(effective.astimezone(UTC), value, identity)
 
 
 @value
@@ -50,23 +32,16 @@ class Change:
     since: datetime
 
 
-def window(history: Sequence[Reading], start: datetime, end: datetime) -> Sequence[Reading]:
-    """The readings of a time-sorted history from `start` up to (not including) `end`."""
-    low = bisect_left(history, start, key=_effective)
-    return history[low : bisect_left(history, end, lo=low, key=_effective)]
-
-
-def _effective(reading: Reading) -> datetime:
-    return reading.effective
-
-
-def change(rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Change | None:
-    """The change `rule` flags for `new` given earlier readings (sorted by time), or None."""
+def change(rule: ChangeRule, new: Reading, history: History) -> Change | None:
+    """The change `rule` flags for `new` given earlier readings, or None."""
     days = rule.days if rule.days is not None else rule.baseline_days
     assert days is not None
     start = new.effective - timedelta(days=days)
-    readings = window(history, start, new.effective)
-    reference = _extreme(readings, rule) if rule.days is not None else _baseline(readings)
+    reference = (
+        _extreme(history, start, new.effective, rule)
+        if rule.days is not None
+        else _mean(history, start, new.effective)
+    )
     if reference is None:
         return None
     moved = new.value - reference if rule.direction == "rise" else reference - new.value
@@ -74,17 +49,18 @@ def change(rule: ChangeRule, new: Reading, history: Sequence[Reading]) -> Change
     return Change(moved, reference, start) if flagged else None
 
 
-def _extreme(readings: Sequence[Reading], rule: ChangeRule) -> Decimal | None:
-    if not readings:
+def _extreme(history: History, start: datetime, end: datetime, rule: ChangeRule) -> Decimal | None:
+    values = [r.value for r in history.window(start, end)]
+    if not values:
         return None
-    values = [r.value for r in readings]
     return min(values) if rule.direction == "rise" else max(values)
 
 
-def _baseline(readings: Sequence[Reading]) -> Decimal | None:
-    if len(readings) < MIN_BASELINE_READINGS:
+def _mean(history: History, start: datetime, end: datetime) -> Decimal | None:
+    sums = history.sums_of(start, end)
+    if sums.count < MIN_BASELINE_READINGS:
         return None
-    return sum((r.value for r in readings), Decimal(0)) / len(readings)
+    return sums.total / sums.count
 
 
 @value
@@ -96,21 +72,15 @@ class Outside:
     deviations: Decimal
 
 
-def outside_baseline(
-    rule: BaselineRule, new: Reading, history: Sequence[Reading]
-) -> Outside | None:
-    """Whether `new` lies beyond mean +/- k SD of the patient's baseline (`history` sorted
-    by time); None when not."""
-    start = new.effective - timedelta(days=rule.baseline_days)
-    values = [r.value for r in window(history, start, new.effective)]
-    n = len(values)
+def outside_baseline(rule: BaselineRule, new: Reading, history: History) -> Outside | None:
+    """Whether `new` lies beyond mean +/- k SD of the patient's baseline; None when not."""
+    sums = history.sums_of(new.effective - timedelta(days=rule.baseline_days), new.effective)
+    n = sums.count
     if n < rule.min_readings:
         return None
-    total = sum(values, Decimal(0))
-    mean = total / n
-    # One pass over the sums: exact for readings' few digits, then rounded only once.
-    squares = sum(map(operator.mul, values, values), Decimal(0))
-    variance = (squares - total * mean) / (n - 1)
+    mean = sums.total / n
+    # From the sums: exact for readings' few digits, then rounded only once.
+    variance = (sums.squares - sums.total * mean) / (n - 1)
     if variance <= 0:
         return None  # a constant baseline gives no spread to judge by
     # |value - mean| > k SD, squared on both sides: the square root only for a finding.

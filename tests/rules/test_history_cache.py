@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from dho.rules.history import History, Reading
 from dho.rules.history_cache import HistoryCache, Written, new_stamp
 from dho.rules.judge import AppliedPlan, PlanRef
-from dho.rules.trends import Reading
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 WEIGHT = "body-weight"
@@ -18,12 +18,12 @@ def _reading(day: int, value: str, identity: str) -> Reading:
     return Reading(T0 + timedelta(days=day), Decimal(value), identity)
 
 
-def readings(*days: int) -> list[Reading]:
-    return [Reading(T0 + timedelta(days=d), Decimal(80 + d), f"w{d}") for d in days]
+def readings(*days: int) -> History:
+    return History([Reading(T0 + timedelta(days=d), Decimal(80 + d), f"w{d}") for d in days])
 
 
-def identities(history: list[Reading] | None) -> list[str]:
-    return [r.identity for r in history or ()]
+def identities(history: History | None) -> list[str]:
+    return [r.identity for r in history.readings] if history is not None else []
 
 
 def test_a_history_is_served_only_at_its_stamp_and_for_a_look_back_it_covers() -> None:
@@ -52,7 +52,7 @@ def test_a_reading_added_to_a_served_history_leaves_the_cache_as_it_was() -> Non
     cache = HistoryCache(10)
     cache.put("p", 1, WEIGHT, T0, readings(0))
     context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans not needed
-    context.history[("p", WEIGHT)] = cache.get("p", 1, WEIGHT, T0) or []
+    context.history[("p", WEIGHT)] = cache.get("p", 1, WEIGHT, T0) or History()
     context.remember("p", WEIGHT, _reading(1, "81", "phantom"))
     assert identities(context.history[("p", WEIGHT)]) == ["w0", "phantom"]
     assert identities(cache.get("p", 1, WEIGHT, T0)) == ["w0"]
@@ -86,7 +86,7 @@ def test_writes_move_a_locked_history_to_the_new_stamp_and_drop_unlocked_ones() 
     # "stale" was read at stamp 5 by this transaction, not the 2 the cache holds.
     cache.written(new, {"locked": 1, "stale": 5}, writes, {"locked", "stale"})
     assert cache.get("locked", 1, WEIGHT, T0) is None
-    assert (cache.get("locked", new, WEIGHT, T0) or [])[-1] == fresh
+    assert (cache.get("locked", new, WEIGHT, T0) or History()).readings[-1] == fresh
     assert cache.get("stale", new, WEIGHT, T0) is None and cache.get("stale", 2, WEIGHT, T0) is None
     assert identities(cache.get("other", 3, WEIGHT, T0)) == ["w0"]  # not touched: unchanged
 
@@ -109,12 +109,12 @@ def test_the_context_serves_a_history_sorted_by_time_as_readings_are_remembered(
     context = PatientContext(catalogue=None)  # type: ignore[arg-type]  # plans not needed
     for identity, day, value in (("b", 2, "2"), ("a", 1, "1"), ("d", 4, "4")):
         context.remember("p", "body-weight", _reading(day, value, identity))
-    assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 4]
+    assert [r.value for r in context.readings("p", "body-weight").readings] == [1, 2, 4]
     context.remember("p", "body-weight", _reading(3, "3", "c"))  # into the sorted list
-    assert [r.value for r in context.readings("p", "body-weight")] == [1, 2, 3, 4]
+    assert [r.value for r in context.readings("p", "body-weight").readings] == [1, 2, 3, 4]
     context.remember("p", "body-weight", _reading(1, "7", "a"))  # a correction replaces it
-    assert [r.value for r in context.readings("p", "body-weight")] == [7, 2, 3, 4]
-    assert list(context.readings("p", "heart-rate")) == []
+    assert [r.value for r in context.readings("p", "body-weight").readings] == [7, 2, 3, 4]
+    assert len(context.readings("p", "heart-rate")) == 0
 
 
 async def test_the_context_tracks_only_the_histories_its_patients_plans_read() -> None:
@@ -126,7 +126,7 @@ async def test_the_context_tracks_only_the_histories_its_patients_plans_read() -
     context.plans["p"] = [applied]
     cache = HistoryCache(10)
     for type_key in ("body-weight", "heart-rate"):
-        cache.put("p", 7, type_key, T0 - timedelta(days=30), [])
+        cache.put("p", 7, type_key, T0 - timedelta(days=30), History())
     wanted = [("p", t, T0) for t in ("body-weight", "heart-rate", "oxygen-saturation")]
     await _load_history(None, context, wanted, {"p": 7}, cache)  # type: ignore[arg-type]
     assert context.tracks("p", "body-weight") and context.tracks("p", "heart-rate")

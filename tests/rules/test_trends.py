@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from dho.catalogue import load_catalogue
 from dho.ingest.normalise import load_plausibility
+from dho.rules.history import History, Reading
 from dho.rules.plans import load_standard_plans
-from dho.rules.trends import Reading, change
+from dho.rules.trends import change
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = load_standard_plans(
@@ -31,8 +32,8 @@ def _at(day: float, value: str) -> Reading:
 
 def test_weight_80_0_then_81_2_then_82_1_over_three_days_is_flagged() -> None:
     history = [_at(0, "80.0"), _at(1.5, "81.2")]
-    assert change(WEIGHT, _at(1.5, "81.2"), history[:1]) is None
-    flagged = change(WEIGHT, _at(3, "82.1"), history)
+    assert change(WEIGHT, _at(1.5, "81.2"), History(history[:1])) is None
+    flagged = change(WEIGHT, _at(3, "82.1"), History(history))
     assert (
         flagged is not None
         and flagged.by == Decimal("2.1")
@@ -45,7 +46,7 @@ def test_weight_80_0_then_81_2_then_82_1_over_three_days_is_flagged() -> None:
     [("81.9", False), ("82.0", False), ("82.1", True), ("85.0", True)],
 )
 def test_weight_gain_must_exceed_two_kg(new: str, flagged: bool) -> None:
-    assert (change(WEIGHT, _at(2, new), [_at(0, "80.0")]) is not None) is flagged
+    assert (change(WEIGHT, _at(2, new), History([_at(0, "80.0")])) is not None) is flagged
 
 
 @pytest.mark.parametrize(
@@ -53,15 +54,17 @@ def test_weight_gain_must_exceed_two_kg(new: str, flagged: bool) -> None:
     [(0.0, True), (0.01, True), (-0.01, False)],  # the window is the 3 days before
 )
 def test_only_readings_within_the_window_count(earlier_day: float, flagged: bool) -> None:
-    assert (change(WEIGHT, _at(3, "82.5"), [_at(earlier_day, "80.0")]) is not None) is flagged
+    assert (
+        change(WEIGHT, _at(3, "82.5"), History([_at(earlier_day, "80.0")])) is not None
+    ) is flagged
 
 
 def test_a_fall_in_weight_is_not_a_gain() -> None:
-    assert change(WEIGHT, _at(2, "77.0"), [_at(0, "80.0")]) is None
+    assert change(WEIGHT, _at(2, "77.0"), History([_at(0, "80.0")])) is None
 
 
 def test_no_history_no_change() -> None:
-    assert change(WEIGHT, _at(2, "90.0"), []) is None
+    assert change(WEIGHT, _at(2, "90.0"), History()) is None
 
 
 @pytest.mark.parametrize(
@@ -70,7 +73,7 @@ def test_no_history_no_change() -> None:
 )
 def test_spo2_drop_of_three_points_or_more_from_the_baseline(new: str, flagged: bool) -> None:
     history = [_at(d, v) for d, v in ((1, "94"), (2, "95"), (3, "96"))]
-    result = change(SPO2, _at(6, new), history)
+    result = change(SPO2, _at(6, new), History(history))
     assert (result is not None) is flagged
     if result is not None:
         assert result.reference == Decimal(95)
@@ -78,17 +81,17 @@ def test_spo2_drop_of_three_points_or_more_from_the_baseline(new: str, flagged: 
 
 def test_a_baseline_needs_three_readings_in_its_seven_days() -> None:
     two = [_at(4, "95"), _at(5, "95")]
-    assert change(SPO2, _at(6, "85"), two) is None
+    assert change(SPO2, _at(6, "85"), History(two)) is None
     old = [_at(-5, "95"), *two]  # more than 7 days before: not part of the baseline
-    assert change(SPO2, _at(6, "85"), old) is None
-    assert change(SPO2, _at(6, "85"), [_at(0, "95"), *two]) is not None
+    assert change(SPO2, _at(6, "85"), History(old)) is None
+    assert change(SPO2, _at(6, "85"), History([_at(0, "95"), *two])) is not None
 
 
 [PULSE] = PLANS["heart-failure"].baselines  # beyond mean +/- 2.5 SD of 28 days, 14 readings
 
 
-def _daily(values: list[int]) -> list[Reading]:
-    return [_at(day, str(value)) for day, value in enumerate(values)]
+def _daily(values: list[int]) -> History:
+    return History([_at(day, str(value)) for day, value in enumerate(values)])
 
 
 BASELINE = _daily([68, 70, 72, 70, 69, 71, 70, 68, 72, 70, 71, 69, 70, 70])  # mean 70
@@ -111,7 +114,7 @@ def test_outside_the_patients_own_normal(new: str, flagged: bool) -> None:
 def test_no_baseline_judgement_before_the_start_period_is_over() -> None:
     from dho.rules.trends import outside_baseline
 
-    assert outside_baseline(PULSE, _at(14, "120"), BASELINE[:13]) is None
+    assert outside_baseline(PULSE, _at(14, "120"), History(BASELINE.readings[:13])) is None
     assert outside_baseline(PULSE, _at(14, "120"), _daily([70] * 14)) is None  # no spread
 
 
@@ -127,7 +130,7 @@ def test_the_baselines_mean_and_sd_agree_with_exact_statistics(values: list[Deci
     from dho.rules.trends import outside_baseline
 
     history = [_at(-27 + i * 27 / len(values), str(v)) for i, v in enumerate(values)]
-    result = outside_baseline(PULSE, _at(1, "10000"), history)  # far outside any spread
+    result = outside_baseline(PULSE, _at(1, "10000"), History(history))  # far outside
     exact_sd = statistics.stdev(values)
     if exact_sd == 0:
         assert result is None
@@ -151,19 +154,25 @@ def test_the_baselines_mean_and_sd_agree_with_exact_statistics(values: list[Deci
 def test_a_window_holds_the_readings_from_its_start_up_to_its_end(
     start_day: float, end_day: float, days: list[int]
 ) -> None:
-    from dho.rules.trends import window
-
-    history = [_at(day, "1") for day in range(5)]
-    found = window(history, T0 + timedelta(days=start_day), T0 + timedelta(days=end_day))
-    assert [r.effective for r in found] == [T0 + timedelta(days=d) for d in days]
+    history = History([_at(day, str(day)) for day in range(5)])
+    start, end = T0 + timedelta(days=start_day), T0 + timedelta(days=end_day)
+    assert [r.effective for r in history.window(start, end)] == [
+        T0 + timedelta(days=d) for d in days
+    ]
+    sums = history.sums_of(start, end)
+    assert (sums.count, sums.total, sums.squares) == (
+        len(days),
+        sum(days),
+        sum(d * d for d in days),
+    )
 
 
 def test_a_reading_with_a_utc_offset_is_judged_at_the_same_instant() -> None:
-    from dho.rules.trends import utc_reading
+    from dho.rules.history import utc_reading
 
     oslo = timezone(timedelta(hours=1))
     new = utc_reading((T0 + timedelta(days=3)).astimezone(oslo), Decimal("82.5"))
     assert new.effective.utcoffset() == timedelta(0)
     assert new.effective == T0 + timedelta(days=3)
-    assert change(WEIGHT, new, [_at(0, "80.0")]) is not None  # exactly 3 days before: in
-    assert change(WEIGHT, new, [_at(-0.01, "80.0")]) is None
+    assert change(WEIGHT, new, History([_at(0, "80.0")])) is not None  # 3 days before: in
+    assert change(WEIGHT, new, History([_at(-0.01, "80.0")])) is None
