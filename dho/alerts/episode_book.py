@@ -217,7 +217,7 @@ class EpisodeBook:
             now=now,
             repeat_within=repeat_within,
         )
-        if outcome.memory != memory:
+        if outcome.memory is not memory and outcome.memory != memory:
             self.memories[key] = outcome.memory
             self.changed_memories.add(key)
         if outcome.action == "ask-repeat":

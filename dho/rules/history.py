@@ -98,6 +98,14 @@ class History:
 
     def with_reading(self, new: Reading) -> History:
         """A new history with `new` added, in place of a reading of the same identity."""
+        last = self.readings[-1].effective if self.readings else None
+        if last is None or new.effective > last + _SAME_IDENTITY_SPAN:  # the newest: at the end
+            value = new.value
+            return History(
+                [*self.readings, new],
+                [*self.sums, self.sums[-1] + value],
+                [*self.squares, self.squares[-1] + value * value],
+            )
         readings = list(self.readings)
         changed = len(readings)  # the first position whose running sums change
         low = bisect_left(readings, new.effective - _SAME_IDENTITY_SPAN, key=_effective)

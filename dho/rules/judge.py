@@ -102,22 +102,23 @@ def _range(m: Measurement, plan: StandardPlan) -> tuple[RangeJudgement, Finding]
     judged = judge_range(m, own.thresholds)
     if judged is None:
         return None
-    margin = margin_for(m.type, own.hysteresis)
-    parts = [judged.value] if judged.value is not None else list((judged.components or {}).values())
-    held = max(held_band(p.points, p.quantity.value, margin) for p in parts if p is not None)
-    named = {m.type: judged.value} if judged.value is not None else dict(judged.components or {})
+    named = {m.type: judged.value} if judged.value is not None else judged.components or {}
+    held = judged.band
+    if held != Band.RED:  # red holds itself
+        margin = margin_for(m.type, own.hysteresis)
+        held = max(held_band(p.points, p.quantity.value, margin) for p in named.values())
     flagged = [
         f"{name} {part.quantity.value} {part.quantity.unit}"
         for name, part in named.items()
-        if part is not None and part.band == judged.band
+        if part.band == judged.band
     ]
     finding = Finding(
-        rule=f"range:{m.type}",
-        kind=OUT_OF_RANGE,
-        band=judged.band,
-        held=held,
-        summary=_summary(m.type, flagged, judged.band),
-        details={name: part.band.label for name, part in named.items() if part is not None},
+        f"range:{m.type}",
+        OUT_OF_RANGE,
+        judged.band,
+        held,
+        _summary(m.type, flagged, judged.band),
+        {name: part.band.label for name, part in named.items()},
         repeatable=True,
     )
     return judged, finding

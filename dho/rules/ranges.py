@@ -90,19 +90,19 @@ def judge_range(m: Measurement, thresholds: TypeThresholds) -> RangeJudgement | 
     return RangeJudgement(worst, components=parts)
 
 
+# v3 ObservationInterpretation by (band, below the green band)
+_CODES = {
+    (Band.GREEN, False): "N",
+    (Band.YELLOW, True): "L",
+    (Band.YELLOW, False): "H",
+    (Band.RED, True): "LL",
+    (Band.RED, False): "HH",
+}
+
+
 def _judge(quantity: Quantity, points: CutPoints) -> Judged:
-    band = points.band(quantity.value)
-    return Judged(band, _code(quantity.value, points, band), points, quantity)
-
-
-def _code(value: Decimal, points: CutPoints, band: Band) -> str:
-    if band == Band.GREEN:
-        return "N"
-    low_side = points.yellow_low is not None and value <= points.yellow_low
-    low_side = low_side or (points.red_low is not None and value <= points.red_low)
-    if band == Band.RED:
-        return "LL" if low_side else "HH"
-    return "L" if low_side else "H"
+    side = points.side(quantity.value)
+    return Judged(side[0], _CODES[side], points, quantity)
 
 
 def _quantity(value: Decimal, unit: str) -> dict[str, Any]:

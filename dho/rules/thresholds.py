@@ -23,6 +23,11 @@ class Band(IntEnum):
 _LABELS = {band: band.name.lower() for band in Band}
 
 
+_RED_LOW, _RED_HIGH = (Band.RED, True), (Band.RED, False)
+_YELLOW_LOW, _YELLOW_HIGH = (Band.YELLOW, True), (Band.YELLOW, False)
+_GREEN = (Band.GREEN, False)
+
+
 @dataclass(frozen=True, slots=True)
 class CutPoints:
     """red_low < yellow_low < yellow_high < red_high; a value on a cut-point is the worse band."""
@@ -33,15 +38,19 @@ class CutPoints:
     red_high: Decimal | None = None
 
     def band(self, value: Decimal) -> Band:
+        return self.side(value)[0]
+
+    def side(self, value: Decimal) -> tuple[Band, bool]:
+        """The band of a value, and whether it lies below the green band."""
         if self.red_low is not None and value <= self.red_low:
-            return Band.RED
+            return _RED_LOW
         if self.red_high is not None and value >= self.red_high:
-            return Band.RED
+            return _RED_HIGH
         if self.yellow_low is not None and value <= self.yellow_low:
-            return Band.YELLOW
+            return _YELLOW_LOW
         if self.yellow_high is not None and value >= self.yellow_high:
-            return Band.YELLOW
-        return Band.GREEN
+            return _YELLOW_HIGH
+        return _GREEN
 
     def ordered(self) -> bool:
         points = [self.red_low, self.yellow_low, self.yellow_high, self.red_high]
