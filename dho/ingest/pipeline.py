@@ -220,9 +220,7 @@ class Pipeline:
         redriven_by: str | None = None,
     ) -> list[MessageResult]:
         now = datetime.now(UTC)
-        patients = {i.resolved.patient_id for p in plans for i in p.items if i.resolved}
-        patients |= {i.questionnaire.patient_id for p in plans for i in p.items if i.questionnaire}
-        episodes = await load_episode_book(session, patients, self._targets)
+        episodes = await load_episode_book(session, _alerting_patients(plans), self._targets)
         return await record(
             session,
             plans,
@@ -404,6 +402,21 @@ class Pipeline:
         )
         # Late readings feed trends but raise no acute alert.
         item.quiet = item.late or stale_now
+
+
+def _alerting_patients(plans: list[MessagePlan]) -> set[str]:
+    """The patients whose alert episodes the batch may change: those with a judged reading
+    or a questionnaire reply that is not late."""
+    patients: set[str] = set()
+    for plan in plans:
+        for item in plan.items:
+            if item.quiet:
+                continue
+            if item.judgement is not None and item.resolved is not None:
+                patients.add(item.resolved.patient_id)
+            elif item.questionnaire is not None:
+                patients.add(item.questionnaire.patient_id)
+    return patients
 
 
 def _keep(decoded: _Decoded, raw_id: int, keep: Keep) -> None:

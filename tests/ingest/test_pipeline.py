@@ -511,3 +511,30 @@ async def test_a_reading_corrected_within_one_batch_is_one_observation_in_two_ve
     assert row.version_id == 2 and '"value":186' in row.resource
     assert sorted(versions) == [1, 2]
     assert len(alerts) == 1 and alerts[0].observation_id == row.id
+
+
+def test_only_patients_whose_episodes_may_change_have_them_loaded() -> None:
+    from decimal import Decimal
+
+    from dho.ingest.measurement import Quantity
+    from dho.ingest.plan import ItemPlan
+    from dho.ingest.resolve import Resolved
+    from dho.rules.judge import Judgement, PlanRef
+    from dho.rules.plans import Texts
+    from dho.rules.thresholds import Band
+
+    at = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    judged = Judgement(PlanRef("standard:general", 0, "general"), Band.GREEN, Texts("", ""))
+
+    def item(patient: str, *, judgement: Judgement | None, quiet: bool = False) -> ItemPlan:
+        m = Measurement("urn:x", patient, "heart-rate", at, value=Quantity(Decimal(70), "/min"))
+        resolved = Resolved(m, f"device-{patient}", patient)
+        return ItemPlan(0, "x", resolved=resolved, judgement=judgement, quiet=quiet)
+
+    plan = MessagePlan(raw_message({}))
+    plan.items = [
+        item("judged", judgement=judged),
+        item("late", judgement=judged, quiet=True),  # raises nothing: no episodes needed
+        item("unjudged", judgement=None),  # refused before judging
+    ]
+    assert pipeline_module._alerting_patients([plan]) == {"judged"}
