@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episodes import FRESH, Episode, RuleMemory, decide
-from dho.db.base import bulk_insert, bulk_update
+from dho.db.base import bulk_insert, bulk_update, bulk_upsert
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
@@ -63,19 +63,20 @@ class Report:
 
 
 _ALERT_UPDATE = bulk_update(Alert, ("id",), ("severity", "summary", "details", "updated_at"))
-_RULE_STATE_UPDATE = bulk_update(
-    RuleState,
-    ("patient_id", "rule"),
-    (
-        "band",
-        "repeat_until",
-        "repeat_observation_id",
-        "repeat_summary",
-        "repeat_plan_id",
-        "repeat_plan_version",
-        "updated_at",
-    ),
+_MEMORY_VALUES = (
+    "band",
+    "repeat_until",
+    "repeat_observation_id",
+    "repeat_summary",
+    "repeat_plan_id",
+    "repeat_plan_version",
+    "updated_at",
 )
+# One upsert of the changed rule states per dialect.
+_RULE_STATE_UPSERT = {
+    dialect: bulk_upsert(dialect, RuleState, ("patient_id", "rule"), _MEMORY_VALUES)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 def memory_of(state: RuleState) -> RuleMemory:
@@ -158,7 +159,6 @@ class _OpenAlert:
 class EpisodeBook:
     targets: tuple[DeliveryTarget, ...] = ()
     memories: dict[tuple[str, str], RuleMemory] = field(default_factory=dict)
-    stored_memories: set[tuple[str, str]] = field(default_factory=set)
     changed_memories: set[tuple[str, str]] = field(default_factory=set)
     open: dict[str, _OpenAlert] = field(default_factory=dict)
     new_alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -376,27 +376,26 @@ class EpisodeBook:
             await session.execute(bulk_insert(AlertEvidence), self.evidence)
         if self.deliveries:
             await session.execute(bulk_insert(OutboxDelivery), self.deliveries)
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for key in sorted(self.changed_memories):
-            memory = self.memories[key]
-            values = {
-                "band": int(memory.band),
-                "repeat_until": memory.repeat_until,
-                "repeat_observation_id": memory.repeat_observation_id,
-                "repeat_summary": memory.repeat_summary,
-                "repeat_plan_id": memory.repeat_plan.id if memory.repeat_plan else None,
-                "repeat_plan_version": memory.repeat_plan.version if memory.repeat_plan else None,
-                "updated_at": now,
-            }
-            if key in self.stored_memories:
-                updates.append({"key_patient_id": key[0], "key_rule": key[1]} | values)
-            else:
-                inserts.append({"patient_id": key[0], "rule": key[1]} | values)
-        if updates:
-            await session.execute(_RULE_STATE_UPDATE, updates)
-        if inserts:
-            await session.execute(bulk_insert(RuleState), inserts)
+        states: list[dict[str, Any]] = []
+        for patient_id, rule in sorted(self.changed_memories):
+            memory = self.memories[(patient_id, rule)]
+            plan = memory.repeat_plan
+            states.append(
+                {
+                    "patient_id": patient_id,
+                    "rule": rule,
+                    "band": int(memory.band),
+                    "repeat_until": memory.repeat_until,
+                    "repeat_observation_id": memory.repeat_observation_id,
+                    "repeat_summary": memory.repeat_summary,
+                    "repeat_plan_id": plan.id if plan else None,
+                    "repeat_plan_version": plan.version if plan else None,
+                    "updated_at": now,
+                }
+            )
+        if states:
+            dialect = session.get_bind().dialect.name
+            await session.execute(_RULE_STATE_UPSERT[dialect], states)
 
 
 async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Iterable[str]) -> None:
@@ -427,7 +426,6 @@ async def load_episode_book(
         for state in await session.execute(states.where(RuleState.patient_id.in_(chunk))):
             memory_key = (state.patient_id, state.rule)
             book.memories[memory_key] = _memory(*state[2:])
-            book.stored_memories.add(memory_key)
         columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)
         open_alerts = select(*columns).where(
             Alert.patient_id.in_(chunk), Alert.open_key.is_not(None)

@@ -48,7 +48,6 @@ async def alert_unrepeated(
         for state in states:
             memory = memory_of(state)
             key = (state.patient_id, state.rule)
-            book.stored_memories.add(key)
             book.memories[key] = RuleMemory(Band.YELLOW)
             book.changed_memories.add(key)
             summary = (memory.repeat_summary or state.rule) + " - not measured again in time"

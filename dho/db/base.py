@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Insert, MetaData, TypeDecorator, Update, bindparam, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -62,4 +63,21 @@ def bulk_update(model: type[Any], keys: tuple[str, ...], values: tuple[str, ...]
         update(table)
         .where(*(table.c[key] == bindparam(f"key_{key}") for key in keys))
         .values({column: bindparam(column) for column in values})
+    )
+
+
+def bulk_upsert(
+    dialect: str, model: type[Any], keys: tuple[str, ...], values: tuple[str, ...]
+) -> Insert:
+    """A Core INSERT of a model's rows that updates the `values` columns of a row whose
+    `keys` (a unique key) exist already: one statement for new and known rows alike
+    (PostgreSQL and SQLite, by `dialect` name)."""
+    if dialect == "postgresql":
+        pg = postgresql.insert(model.__table__)
+        return pg.on_conflict_do_update(
+            index_elements=list(keys), set_={column: pg.excluded[column] for column in values}
+        )
+    lite = sqlite.insert(model.__table__)
+    return lite.on_conflict_do_update(
+        index_elements=list(keys), set_={column: lite.excluded[column] for column in values}
     )
