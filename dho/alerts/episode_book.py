@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episodes import FRESH, Episode, RuleMemory, decide
-from dho.db.base import bulk_insert, bulk_update, bulk_upsert
+from dho.db.base import bulk_insert, bulk_update, bulk_upsert, one_of
 from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
@@ -402,7 +402,7 @@ async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Ite
     """Add the open episodes with these keys (any subject) to the book."""
     wanted = sorted(set(keys))
     for start in range(0, len(wanted), 500):
-        query = select(Alert).where(Alert.open_key.in_(wanted[start : start + 500]))
+        query = select(Alert).where(one_of(Alert.open_key, wanted[start : start + 500]))
         for alert in await session.scalars(query):
             assert alert.open_key is not None
             _add_open(book, alert.open_key, alert.id, alert.severity, alert.summary, alert.details)
@@ -423,12 +423,12 @@ async def load_episode_book(
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS)
-        for state in await session.execute(states.where(RuleState.patient_id.in_(chunk))):
+        for state in await session.execute(states.where(one_of(RuleState.patient_id, chunk))):
             memory_key = (state.patient_id, state.rule)
             book.memories[memory_key] = _memory(*state[2:])
         columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)
         open_alerts = select(*columns).where(
-            Alert.patient_id.in_(chunk), Alert.open_key.is_not(None)
+            one_of(Alert.patient_id, chunk), Alert.open_key.is_not(None)
         )
         for key, alert_id, severity, summary, details in await session.execute(open_alerts):
             assert key is not None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Insert, MetaData, TypeDecorator, Update, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -81,3 +86,40 @@ def bulk_upsert(
     return lite.on_conflict_do_update(
         index_elements=list(keys), set_={column: lite.excluded[column] for column in values}
     )
+
+
+class OneOf(ColumnElement[Any]):
+    """`column IN (values)`; on PostgreSQL `column = ANY(:values)`.
+
+    An IN list is sent as one parameter per value: its SQL changes with the number of
+    values, so asyncpg prepares the statement again, and SQLAlchemy spends about 0.7 ms
+    spreading 200 values. One array parameter costs neither. Build it with `one_of`.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("listed", InternalTraversal.dp_clauseelement),
+        ("array", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], values: Sequence[Any]) -> None:
+        self.column = column
+        self.listed = bindparam(None, list(values), expanding=True, type_=column.type)
+        self.array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+
+
+def one_of(column: Any, values: Iterable[Any]) -> OneOf:
+    """The condition that `column` holds one of `values`."""
+    return OneOf(column, list(values))
+
+
+@compiles(OneOf)
+def _listed(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} IN {compiler.process(element.listed, **kw)}"
+
+
+@compiles(OneOf, "postgresql")
+def _array(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY ({compiler.process(element.array, **kw)})"

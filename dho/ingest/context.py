@@ -9,6 +9,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dho.db.base import one_of
 from dho.db.models import Device, ObservationRow, Patient, QuestionnaireResponseRow, RawMessage
 from dho.ingest.decoded import DecodedItem
 from dho.ingest.record_quarantine import QuarantineKey
@@ -91,7 +92,7 @@ async def _devices(
     found = await queries.devices_by_identifier(session, by_identifier)
     ids = sorted(value for system, value in keys if system == DEVICE_ID_SYSTEM)
     for chunk in _chunks(ids):
-        for device in await session.scalars(select(Device).where(Device.id.in_(chunk))):
+        for device in await session.scalars(select(Device).where(one_of(Device.id, chunk))):
             found[(DEVICE_ID_SYSTEM, device.id)] = device
     return found
 
@@ -104,12 +105,14 @@ async def _patients(
     found: dict[tuple[str, str], str] = {}
     for chunk in _chunks(national):
         stmt = select(Patient.id, Patient.national_id_system, Patient.national_id).where(
-            Patient.national_id.in_(chunk)
+            one_of(Patient.national_id, chunk)
         )
         for patient_id, system, value in await session.execute(stmt):
             found[(system, value)] = patient_id
     for chunk in _chunks(ids):
-        for patient_id in await session.scalars(select(Patient.id).where(Patient.id.in_(chunk))):
+        for patient_id in await session.scalars(
+            select(Patient.id).where(one_of(Patient.id, chunk))
+        ):
             found[(PATIENT_ID_SYSTEM, patient_id)] = patient_id
     return found
 
@@ -128,7 +131,7 @@ async def load_existing(
     for chunk in _chunks(sorted({message_id for _, message_id in wanted})):
         rows = await session.execute(
             select(RawMessage.gateway_id, RawMessage.message_id).where(
-                RawMessage.gateway_id.in_(gateways), RawMessage.message_id.in_(chunk)
+                one_of(RawMessage.gateway_id, gateways), one_of(RawMessage.message_id, chunk)
             )
         )
         state.message_ids.update((g, str(m)) for g, m in rows if (g, m) in wanted)
@@ -147,7 +150,7 @@ async def load_existing(
     ):
         for chunk in _chunks(sorted(set(keys))):
             for identity, obs_id, version, digest, raw_id, source, patient in await session.execute(
-                select(*columns).where(column.in_(chunk))
+                select(*columns).where(one_of(column, chunk))
             ):
                 stored = StoredObservation(obs_id, version, digest, identity, raw_id, patient)
                 state.observations[identity] = stored
@@ -165,7 +168,7 @@ async def load_replies(
     for chunk in _chunks(sorted(set(identities))):
         rows = await session.execute(
             select(QuestionnaireResponseRow.identity, QuestionnaireResponseRow.id).where(
-                QuestionnaireResponseRow.identity.in_(chunk)
+                one_of(QuestionnaireResponseRow.identity, chunk)
             )
         )
         state.questionnaire_responses.update((identity, rid) for identity, rid in rows)

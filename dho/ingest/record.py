@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.alerts.episode_book import EpisodeBook, Report
-from dho.db.base import bulk_insert
+from dho.db.base import bulk_insert, one_of
 from dho.db.models import (
     ObservationRow,
     ObservationVersion,
@@ -134,7 +134,7 @@ async def _stamp_history(batch: _Batch, history: HistoryCache | None) -> None:
         return
     stamp = new_stamp()
     await batch.session.execute(
-        update(Patient).where(Patient.id.in_(sorted(touched))).values(history_stamp=stamp)
+        update(Patient).where(one_of(Patient.id, sorted(touched))).values(history_stamp=stamp)
     )
     if history is None:
         return

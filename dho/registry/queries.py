@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dho.db.base import one_of
 from dho.db.models.registry import (
     CareTeam,
     CareTeamMember,
@@ -40,7 +41,7 @@ async def assignments_for_devices(
         return found
     stmt = (
         select(DeviceAssignment)
-        .where(DeviceAssignment.device_id.in_(wanted))
+        .where(one_of(DeviceAssignment.device_id, wanted))
         .order_by(DeviceAssignment.device_id, DeviceAssignment.period_start)
     )
     for row in await session.scalars(stmt):
@@ -69,7 +70,7 @@ async def patient_organizations(
     stmt = (
         select(CareTeam.patient_id, CareTeamMember.organization_id)
         .join(CareTeamMember, CareTeamMember.care_team_id == CareTeam.id)
-        .where(CareTeam.patient_id.in_(wanted))
+        .where(one_of(CareTeam.patient_id, wanted))
     )
     for patient_id, organization_id in await session.execute(stmt):
         found[patient_id].add(organization_id)
@@ -86,7 +87,7 @@ async def gateways_by_id(
     stmt = (
         select(Gateway, GatewayOrganization.organization_id)
         .outerjoin(GatewayOrganization, GatewayOrganization.gateway_id == Gateway.id)
-        .where(Gateway.id.in_(wanted))
+        .where(one_of(Gateway.id, wanted))
     )
     found: dict[str, tuple[Gateway, set[str]]] = {}
     for gateway, organization_id in await session.execute(stmt):

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
 from dho.catalogue import Catalogue
+from dho.db.base import one_of
 from dho.db.models import ObservationRow, Patient, PatientPause, PatientPlan
 from dho.ingest.normalise import PlausibilityLimits
 from dho.rules import news2_inputs
@@ -184,7 +185,7 @@ async def load_patient_context(
     for chunk in _chunks(ids):
         locked = await session.execute(
             select(Patient.id, Patient.birth_date, Patient.history_stamp, Patient.care_stamp)
-            .where(Patient.id.in_(chunk))
+            .where(one_of(Patient.id, chunk))
             .order_by(Patient.id)
             .with_for_update(key_share=True)
         )
@@ -221,18 +222,20 @@ async def _load_care(session: AsyncSession, context: PatientContext, chunk: list
                 PatientPlan.standard_plan,
                 PatientPlan.valid_from,
             )
-            .where(PatientPlan.patient_id.in_(chunk))
+            .where(one_of(PatientPlan.patient_id, chunk))
             .order_by(PatientPlan.valid_from, PatientPlan.version)
         )
     ).all()
     unparsed = [plan_id for plan_id, *_ in versions if not catalogue.parsed(plan_id)]
     if unparsed:
-        for row in await session.scalars(select(PatientPlan).where(PatientPlan.id.in_(unparsed))):
+        for row in await session.scalars(
+            select(PatientPlan).where(one_of(PatientPlan.id, unparsed))
+        ):
             catalogue.parse(row)
     for plan_id, patient_id, version, standard_plan, valid_from in versions:
         applied = catalogue.version(plan_id, version, standard_plan, valid_from)
         context.plans.setdefault(patient_id, []).append(applied)
-    pauses = select(PatientPause).where(PatientPause.patient_id.in_(chunk))
+    pauses = select(PatientPause).where(one_of(PatientPause.patient_id, chunk))
     for pause in await session.scalars(pauses):
         context.pauses.setdefault(pause.patient_id, []).append(
             Pause(pause.reason, pause.starts_at, pause.ends_at)
@@ -264,8 +267,8 @@ async def _load_vitals(
     for chunk in _chunks(sorted(since)):
         rows = await session.execute(
             select(*columns).where(
-                ObservationRow.patient_id.in_(chunk),
-                ObservationRow.type.in_(NEWS2_TYPES),
+                one_of(ObservationRow.patient_id, chunk),
+                one_of(ObservationRow.type, NEWS2_TYPES),
                 ObservationRow.effective >= min(since.values()),
             )
         )
@@ -318,7 +321,7 @@ async def _load_history(
         for chunk in _chunks(patients):
             rows = await session.execute(
                 select(*columns).where(
-                    ObservationRow.patient_id.in_(chunk),
+                    one_of(ObservationRow.patient_id, chunk),
                     ObservationRow.type == type_key,
                     ObservationRow.effective >= start,
                     ObservationRow.value.is_not(None),

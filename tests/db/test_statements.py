@@ -1,4 +1,4 @@
-"""The bulk statements the record stage writes with, on both databases."""
+"""The statement helpers of dho.db.base on both databases: bulk writes and `one_of`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dho.db.base import bulk_insert, bulk_update, bulk_upsert
+from dho.db.base import bulk_insert, bulk_update, bulk_upsert, one_of
 from dho.db.models import Patient, RuleState
 from tests.support import seed
 
@@ -43,3 +43,17 @@ async def test_insert_update_and_upsert_write_many_rows_in_one_statement(
     async with sessions() as session:
         rows = await session.execute(select(RuleState.patient_id, RuleState.band))
         assert dict(rows.all()) == {a: 3, b: 1}
+
+
+async def test_one_of_finds_the_rows_in_lists_of_any_length(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await seed(sessions)
+    async with sessions() as session:
+        ids = sorted(await session.scalars(select(Patient.id)))
+        dialect = session.get_bind().dialect
+        for wanted in (ids[:1], ids[1:3], ids, [*ids[:2], "no-such-patient"], []):
+            statement = select(Patient.id).where(one_of(Patient.id, wanted))
+            assert sorted(await session.scalars(statement)) == sorted(set(ids) & set(wanted))
+        rendered = str(statement.compile(dialect=dialect))
+        assert ("= ANY" in rendered) is (dialect.name == "postgresql")
