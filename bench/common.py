@@ -329,6 +329,9 @@ class ServiceConfig:
     batch_max_size: int
     flush_ms: int
     mqtt_enabled: bool = True
+    # What `python` runs: the service by default; settings that override the benchmark's.
+    command: tuple[str, ...] = ("-m", "dho", "serve")
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class ServiceProcess:
@@ -357,6 +360,8 @@ class ServiceProcess:
                 "DHO_GATEWAY_RATE_PER_S": "0",
             }
         )
+        self.env.update(config.env)
+        self.command = config.command
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -371,7 +376,7 @@ class ServiceProcess:
     def start(self, timeout_s: float = 60) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dho", "serve"],
+                [sys.executable, *self.command],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,

@@ -583,6 +583,29 @@ class _Variant:
     timing: _Timing = field(default_factory=_Timing)
 
 
+async def load_history(
+    settings: Settings, sessions: Any, engine: Any, bundle: dict[str, Any], stream: Stream
+) -> tuple[Pipeline, int, float]:
+    """Seed a migrated database, give every patient the plan and ingest the history with the
+    real pipeline. Returns that pipeline (its history cache holds what it judged), the number
+    of patients and the seconds the history took."""
+    real = Pipeline(settings, sessions, ReferenceData.load(settings))
+    await seed(sessions, bundle, stream.gateway)
+    history_from = stream.history[0].received_at - timedelta(days=1)
+    patients = await give_plans(real, sessions, history_from)
+    # The history is judged in every database, so all start alike (alerts and rule
+    # states included) and the code paths are warm before the clock starts.
+    history_started = time.perf_counter()
+    await _feed(real, stream.history, settings.batch_max_size)
+    history_s = time.perf_counter() - history_started
+    if not str(engine.url).startswith("sqlite"):
+        # A database in service has planner statistics (autovacuum); these fresh ones not
+        # yet, and without them PostgreSQL scans raw_message and observation for every
+        # batch's duplicate check, in both variants alike.
+        await _analyze(engine)
+    return real, patients, history_s
+
+
 async def _prepare(
     params: Params,
     bundle: dict[str, Any],
@@ -597,24 +620,10 @@ async def _prepare(
     settings = bench_settings(url, params.batch, params.history_cache)
     engine = create_engine(settings)
     sessions = session_factory(engine)
-    reference = ReferenceData.load(settings)
-    real = Pipeline(settings, sessions, reference)
-    await seed(sessions, bundle, stream.gateway)
-    history_from = stream.history[0].received_at - timedelta(days=1)
-    patients = await give_plans(real, sessions, history_from)
-    # The history is judged in both databases, so both start alike (alerts and rule
-    # states included) and the code paths are warm before the clock starts.
-    history_started = time.perf_counter()
-    await _feed(real, stream.history, params.batch)
-    history_s = time.perf_counter() - history_started
-    if not url.startswith("sqlite"):
-        # A database in service has planner statistics (autovacuum); these fresh ones not
-        # yet, and without them PostgreSQL scans raw_message and observation for every
-        # batch's duplicate check, in both variants alike.
-        await _analyze(engine)
+    real, patients, history_s = await load_history(settings, sessions, engine, bundle, stream)
     # A service process that has been running: its history cache holds what it judged
     # before (a cold cache costs one history read per patient).
-    pipeline = pipeline_class(settings, sessions, reference, real.history)
+    pipeline = pipeline_class(settings, sessions, real.reference, real.history)
     return _Variant(
         label=label,
         url=url,
@@ -850,7 +859,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     parser.add_argument(
         "--check",
         action="store_true",
-        help=f"exit 1 when the whole stream or the median segment is above {LIMIT:.0%}",
+        help=f"exit 1 when the whole stream or the median segment is above {LIMIT:.0%}%",
     )
     parser.add_argument("--profile", help="write cProfile stats of the timed phases to PATH.*.prof")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -100,3 +100,28 @@ def test_rules_benchmark_reports_both_pipelines_and_the_overhead() -> None:
     assert r["stream"]["history"] > 0
     assert isinstance(r["overhead"]["wall"], float)  # its size is noise at this N: not asserted
     assert "overhead of rule evaluation" in render(r)
+
+
+@pytest.mark.slow
+def test_rules_end_to_end_benchmark_times_both_services() -> None:
+    from bench.rules_mqtt import render
+
+    mosquitto_binary()
+    r = _run_json(
+        "bench.rules_mqtt", "--database", "sqlite", "--registry-copies", "1",
+        "--cadence-hours", "4", "--measurements", "300", "--warmup", "40", "--segment", "100",
+    )  # fmt: skip
+    history, warmup = r["stream"]["history"], r["stream"]["warmup"]
+    assert history > 0 and warmup == 40 and r["stream"]["measurements"] == 300
+    for label in ("rules", "baseline"):
+        v = r[label]
+        assert v["messages"] == 300
+        assert v["msgs_per_s"] > 0 and v["cpu_us_per_measurement"] > 0
+        assert len(v["segments_us_per_measurement"]) == 3
+        assert v["stored"]["observation"] == history + warmup + 300
+        assert v["stored"]["quarantine"] == 0
+    # The baseline service judges nothing: no reading joins or opens an alert.
+    assert r["baseline"]["evidence_added"] == 0
+    assert r["stream"]["out_of_range"] == 0 or r["rules"]["evidence_added"] > 0
+    assert r["overhead"]["segments"] == 3
+    assert "overhead of rule evaluation" in render(r)
