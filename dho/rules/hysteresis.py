@@ -40,6 +40,24 @@ def held_band(points: CutPoints, value: Decimal, margin: Decimal) -> Band:
     return max(points.band(value - margin), points.band(value + margin))
 
 
+def hold_points(points: CutPoints, margin: Decimal) -> CutPoints:
+    """Cut-points against which a value's band is its `held_band`: each moved towards green
+    by the margin (the worst band within +/- margin is red when the value is within the
+    margin of a red cut-point, else yellow when within it of a yellow one). Not ordered
+    when the margin is wider than a band; `CutPoints.band` checks red first, so it still
+    gives the worse band."""
+    return CutPoints(
+        _add(points.red_low, margin),
+        _add(points.yellow_low, margin),
+        _add(points.yellow_high, -margin),
+        _add(points.red_high, -margin),
+    )
+
+
+def _add(point: Decimal | None, by: Decimal) -> Decimal | None:
+    return None if point is None else point + by
+
+
 def settle(previous: Band, band: Band, held: Band) -> Band:
     """The colour after a reading: up at once to `band`, down no further than `held`."""
     return max(band, min(previous, held))

@@ -13,7 +13,6 @@ from decimal import Decimal
 
 from dho.ingest.measurement import Measurement
 from dho.rules.history import History, Reading, utc_reading
-from dho.rules.hysteresis import held_band, margin_for
 from dho.rules.plans import BaselineRule, ChangeRule, StandardPlan, Texts
 from dho.rules.ranges import RangeJudgement, judge_range
 from dho.rules.thresholds import Band
@@ -102,11 +101,18 @@ def _range(m: Measurement, plan: StandardPlan) -> tuple[RangeJudgement, Finding]
     judged = judge_range(m, own.thresholds)
     if judged is None:
         return None
-    named = {m.type: judged.value} if judged.value is not None else judged.components or {}
     held = judged.band
-    if held != Band.RED:  # red holds itself
-        margin = margin_for(m.type, own.hysteresis)
-        held = max(held_band(p.points, p.quantity.value, margin) for p in named.values())
+    if judged.value is not None:
+        named = {m.type: judged.value}
+        if held != Band.RED:  # red holds itself
+            hold = plan.held[m.type].value
+            assert hold is not None
+            held = hold.band(judged.value.quantity.value)
+    else:
+        named = judged.components or {}
+        if held != Band.RED:
+            holds = plan.held[m.type].components or {}
+            held = max(holds[key].band(part.quantity.value) for key, part in named.items())
     flagged = [
         f"{name} {part.quantity.value} {part.quantity.unit}"
         for name, part in named.items()

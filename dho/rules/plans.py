@@ -19,6 +19,7 @@ import jsonschema
 
 from dho.catalogue import Catalogue, CatalogueError, load_yaml, number
 from dho.ingest.normalise import PlausibilityLimits, Range
+from dho.rules.hysteresis import hold_points, margin_for
 from dho.rules.thresholds import Band, CutPoints, TypeThresholds
 
 PLANS_DIR = "plans"
@@ -100,8 +101,10 @@ class StandardPlan:
     news2: News2Settings | None = None
     pregnant: bool = False
     questionnaires: tuple[str, ...] = ()
-    # Derived once: how far back the change and baseline rules look, per type they trend.
+    # Derived once: how far back the change and baseline rules look, per type they trend;
+    # and per type, the cut-points where hysteresis holds a falling colour.
     lookbacks: dict[str, timedelta] = field(init=False, compare=False, repr=False)
+    held: dict[str, TypeThresholds] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         days: dict[str, int] = {}
@@ -112,11 +115,23 @@ class StandardPlan:
             days[baseline.type] = max(days.get(baseline.type, 0), baseline.baseline_days)
         lookbacks = {type_key: timedelta(days=n) for type_key, n in days.items()}
         object.__setattr__(self, "lookbacks", lookbacks)
+        held = {key: _held(key, own) for key, own in self.measurements.items()}
+        object.__setattr__(self, "held", held)
 
     def texts_for(self, type_key: str, band: Band) -> Texts:
         """The texts of a colour for one measurement type (its own, else the plan's)."""
         own = self.measurements.get(type_key)
         return (own.texts.get(band) if own else None) or self.texts[band]
+
+
+def _held(type_key: str, own: PlanMeasurement) -> TypeThresholds:
+    margin = margin_for(type_key, own.hysteresis)
+    cuts = own.thresholds
+    return TypeThresholds(
+        value=hold_points(cuts.value, margin) if cuts.value is not None else None,
+        components={k: hold_points(c, margin) for k, c in (cuts.components or {}).items()}
+        or None,
+    )
 
 
 def load_standard_plans(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dho.alerts.episodes import Episode, RuleMemory, decide
-from dho.rules.hysteresis import held_band, settle
+from dho.rules.hysteresis import held_band, hold_points, settle
 from dho.rules.judge import OUT_OF_RANGE, Finding
 from dho.rules.thresholds import Band, CutPoints
 
@@ -57,6 +57,8 @@ def test_held_band_is_the_worst_band_of_every_value_within_the_margin(
     tenths = range(10 * (value - margin), 10 * (value + margin) + 1)
     worst = max(cuts.band(Decimal(t) / 10) for t in tenths)
     assert held_band(cuts, Decimal(value), Decimal(margin)) == worst
+    # the plan's precomputed hold points give the same band in one look
+    assert hold_points(cuts, Decimal(margin)).band(Decimal(value)) == worst
 
 
 @pytest.mark.parametrize(
