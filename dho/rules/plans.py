@@ -129,8 +129,7 @@ def _held(type_key: str, own: PlanMeasurement) -> TypeThresholds:
     cuts = own.thresholds
     return TypeThresholds(
         value=hold_points(cuts.value, margin) if cuts.value is not None else None,
-        components={k: hold_points(c, margin) for k, c in (cuts.components or {}).items()}
-        or None,
+        components={k: hold_points(c, margin) for k, c in (cuts.components or {}).items()} or None,
     )
 
 
