@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dho import jsonutil
-from dho.db.models import Alert, ObservationRow, ObservationVersion
+from dho.db.models import Alert, AlertEvidence, ObservationRow, ObservationVersion
 from dho.ingest.pipeline import Pipeline
 from dho.rules.news2_fhir import NEWS2_CODE
 from tests.alerts.episode_support import OXIMETER_A, give_plan, send
@@ -69,6 +69,19 @@ async def test_news2_is_stored_rescored_and_alerts_at_the_plans_colour(
     )
     newest = [s for s in await scores(sessions) if s.id != score.id]
     assert len(newest) == 1 and rules["news2"].observation_id == newest[0].id
+
+    # a later score still in the medium band joins the open NEWS2 episode (a later batch)
+    again = start + timedelta(minutes=10)
+    await send(pipeline, reading(OXIMETER_A, "respiratory-rate", again, 27, "/min"))
+    async with sessions() as session:
+        episodes = list(await session.scalars(select(Alert).where(Alert.rule == "news2")))
+        evidence = list(
+            await session.scalars(
+                select(AlertEvidence).where(AlertEvidence.alert_id == rules["news2"].id)
+            )
+        )
+    assert [a.id for a in episodes] == [rules["news2"].id]
+    assert len(evidence) == 2
 
 
 async def test_no_news2_without_a_plan_that_scores_it(
