@@ -415,28 +415,21 @@ def _add_open(
 
 
 async def load_episode_book(
-    session: AsyncSession, keys: Iterable[tuple[str, str]], targets: tuple[DeliveryTarget, ...]
+    session: AsyncSession, patient_ids: Iterable[str], targets: tuple[DeliveryTarget, ...]
 ) -> EpisodeBook:
-    """The rule states and open episodes of these (patient, rule) pairs, and only those: a
-    pair not asked for reads as fresh, so every rule a batch may apply must be asked for
-    (the unique open key refuses a second open episode if one is not)."""
+    """The open episodes and rule states of these patients."""
     book = EpisodeBook(targets)
-    wanted = sorted(set(keys))
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        asked = set(chunk)
-        patients = sorted({patient for patient, _ in chunk})
-        rules = sorted({rule for _, rule in chunk})
-        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS).where(
-            one_of(RuleState.patient_id, patients), one_of(RuleState.rule, rules)
-        )
-        for state in await session.execute(states):
+    ids = sorted(set(patient_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS)
+        for state in await session.execute(states.where(one_of(RuleState.patient_id, chunk))):
             memory_key = (state.patient_id, state.rule)
-            if memory_key in asked:
-                book.memories[memory_key] = _memory(*state[2:])
-        episodes = [open_key(f"patient:{patient}", rule) for patient, rule in chunk]
+            book.memories[memory_key] = _memory(*state[2:])
         columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)
-        open_alerts = select(*columns).where(one_of(Alert.open_key, episodes))
+        open_alerts = select(*columns).where(
+            one_of(Alert.patient_id, chunk), Alert.open_key.is_not(None)
+        )
         for key, alert_id, severity, summary, details in await session.execute(open_alerts):
             assert key is not None
             _add_open(book, key, alert_id, severity, summary, details)

@@ -36,7 +36,7 @@ from dho.ingest.failures import is_infrastructure_error, is_transient_conflict, 
 from dho.ingest.measurement import RawMessage
 from dho.ingest.normalise import PlausibilityLimits, load_plausibility, normalise
 from dho.ingest.plan import ItemPlan, MessagePlan, MessageResult, QuestionnaireItem
-from dho.ingest.record import questionnaire_rule, record
+from dho.ingest.record import record
 from dho.ingest.record_quarantine import QuarantineKey
 from dho.ingest.resolve import Gateway, RegistrySnapshot, Resolved, resolve
 from dho.ingest.to_fhir import to_fhir
@@ -220,7 +220,7 @@ class Pipeline:
         redriven_by: str | None = None,
     ) -> list[MessageResult]:
         now = datetime.now(UTC)
-        episodes = await load_episode_book(session, _alerting_keys(plans), self._targets)
+        episodes = await load_episode_book(session, _alerting_patients(plans), self._targets)
         return await record(
             session,
             plans,
@@ -404,26 +404,19 @@ class Pipeline:
         item.quiet = item.late or stale_now
 
 
-def _alerting_keys(plans: list[MessagePlan]) -> set[tuple[str, str]]:
-    """The (patient, rule) episodes the batch may change: the rules of every finding of a
-    judged reading (and of the NEWS2 score it completed), and the questionnaire of a
-    reply; a late reading or reply changes none."""
-    keys: set[tuple[str, str]] = set()
+def _alerting_patients(plans: list[MessagePlan]) -> set[str]:
+    """The patients whose alert episodes the batch may change: those with a judged reading
+    or a questionnaire reply that is not late."""
+    patients: set[str] = set()
     for plan in plans:
         for item in plan.items:
             if item.quiet:
                 continue
             if item.judgement is not None and item.resolved is not None:
-                patient = item.resolved.patient_id
-                keys.update((patient, finding.rule) for finding in item.judgement.findings)
-                if item.news2 is not None:
-                    findings = item.news2.judgement.findings
-                    keys.update((patient, finding.rule) for finding in findings)
+                patients.add(item.resolved.patient_id)
             elif item.questionnaire is not None:
-                reply = item.questionnaire
-                rule = questionnaire_rule(reply.reply.answers.questionnaire.id)
-                keys.add((reply.patient_id, rule))
-    return keys
+                patients.add(item.questionnaire.patient_id)
+    return patients
 
 
 def _keep(decoded: _Decoded, raw_id: int, keep: Keep) -> None:

@@ -408,7 +408,7 @@ def _record_reply(
         touched = batch.episodes.report(
             Report(
                 subject=f"patient:{reply.patient_id}",
-                rule=questionnaire_rule(answers.questionnaire.id),
+                rule=f"questionnaire:{answers.questionnaire.id}",
                 kind=QUESTIONNAIRE_ANSWER,
                 band=judged.colour,
                 summary=judged.summary,
@@ -433,11 +433,6 @@ def _record_reply(
         **shown,
         **out,
     )
-
-
-def questionnaire_rule(questionnaire_id: str) -> str:
-    """The rule whose episode a questionnaire's yellow and red replies open."""
-    return f"questionnaire:{questionnaire_id}"
 
 
 def _record_news2(

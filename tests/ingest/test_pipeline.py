@@ -513,27 +513,18 @@ async def test_a_reading_corrected_within_one_batch_is_one_observation_in_two_ve
     assert len(alerts) == 1 and alerts[0].observation_id == row.id
 
 
-def test_only_the_episodes_a_batch_may_change_are_loaded() -> None:
+def test_only_patients_whose_episodes_may_change_have_them_loaded() -> None:
     from decimal import Decimal
 
     from dho.ingest.measurement import Quantity
     from dho.ingest.plan import ItemPlan
     from dho.ingest.resolve import Resolved
-    from dho.rules.judge import Finding, Judgement, PlanRef
+    from dho.rules.judge import Judgement, PlanRef
     from dho.rules.plans import Texts
     from dho.rules.thresholds import Band
 
     at = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
-
-    def finding(rule: str) -> Finding:
-        return Finding(rule, "measurement-out-of-range", Band.GREEN, Band.GREEN, "")
-
-    judged = Judgement(
-        PlanRef("standard:general", 0, "general"),
-        Band.GREEN,
-        Texts("", ""),
-        findings=(finding("range:heart-rate"), finding("baseline:heart-rate:28d")),
-    )
+    judged = Judgement(PlanRef("standard:general", 0, "general"), Band.GREEN, Texts("", ""))
 
     def item(patient: str, *, judgement: Judgement | None, quiet: bool = False) -> ItemPlan:
         m = Measurement("urn:x", patient, "heart-rate", at, value=Quantity(Decimal(70), "/min"))
@@ -546,7 +537,4 @@ def test_only_the_episodes_a_batch_may_change_are_loaded() -> None:
         item("late", judgement=judged, quiet=True),  # raises nothing: no episodes needed
         item("unjudged", judgement=None),  # refused before judging
     ]
-    assert pipeline_module._alerting_keys([plan]) == {
-        ("judged", "range:heart-rate"),
-        ("judged", "baseline:heart-rate:28d"),
-    }
+    assert pipeline_module._alerting_patients([plan]) == {"judged"}
