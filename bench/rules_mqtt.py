@@ -220,13 +220,12 @@ def _overhead(rules: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]
         "segments": len(segments),
         "median_segment": round(median, 4),
         "segment_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
-        "median_segment_cpu": round(statistics.median(per_segment(_CPU_SEGMENTS)), 4),
+        "median_segment_cpu": round(
+            statistics.median(per_segment("segments_cpu_us_per_measurement")), 4
+        ),
         "limit": LIMIT,
         "within_limit": wall <= LIMIT and median <= LIMIT,
     }
-
-
-_CPU_SEGMENTS = "segments_cpu_us_per_measurement"
 
 
 def run(params: Params) -> dict[str, Any]:
