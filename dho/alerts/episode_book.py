@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
@@ -98,6 +98,16 @@ _MEMORY_COLUMNS = (
     RuleState.repeat_summary,
     RuleState.repeat_plan_id,
     RuleState.repeat_plan_version,
+)
+
+
+# A rule state that is not FRESH; a fresh one (green, no repeat awaited) reads as absent.
+_REMEMBERS_SOMETHING = or_(
+    RuleState.band != int(Band.GREEN),
+    RuleState.repeat_until.is_not(None),
+    RuleState.repeat_observation_id.is_not(None),
+    RuleState.repeat_summary.is_not(None),
+    RuleState.repeat_plan_id.is_not(None),
 )
 
 
@@ -422,8 +432,10 @@ async def load_episode_book(
     ids = sorted(set(patient_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS)
-        for state in await session.execute(states.where(one_of(RuleState.patient_id, chunk))):
+        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS).where(
+            one_of(RuleState.patient_id, chunk), _REMEMBERS_SOMETHING
+        )
+        for state in await session.execute(states):
             memory_key = (state.patient_id, state.rule)
             book.memories[memory_key] = _memory(*state[2:])
         columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)

@@ -317,3 +317,32 @@ async def test_a_rule_that_fails_quarantines_the_reading_instead_of_storing_it_u
     async with sessions() as session:
         types = list(await session.scalars(select(ObservationRow.type)))
     assert types == ["oxygen-saturation"]
+
+
+async def test_the_episode_book_reads_a_fresh_rule_state_as_absent(
+    sessions: async_sessionmaker[AsyncSession], patients: dict[str, str]
+) -> None:
+    """Rule states that went back to green are not read (most of them, in service); the
+    book treats an absent state as fresh, so the outcome is the same."""
+    from dho.alerts.episode_book import load_episode_book
+    from dho.alerts.episodes import FRESH
+    from dho.rules.thresholds import Band
+
+    patient = patients[PATIENT_A]
+    rows = [
+        {"rule": "range:heart-rate", "band": int(Band.GREEN)},  # fresh
+        {"rule": "range:oxygen-saturation", "band": int(Band.YELLOW)},
+        {"rule": "range:blood-pressure", "band": int(Band.GREEN), "repeat_until": NOW},
+    ]
+    async with sessions() as session, session.begin():
+        for row in rows:
+            session.add(RuleState(patient_id=patient, updated_at=NOW, **row))
+    async with sessions() as session:
+        book = await load_episode_book(session, [patient], ())
+    assert set(book.memories) == {
+        (patient, "range:oxygen-saturation"),
+        (patient, "range:blood-pressure"),
+    }
+    assert book.memories[(patient, "range:oxygen-saturation")].band == Band.YELLOW
+    assert book.memories[(patient, "range:blood-pressure")].repeat_until is not None
+    assert book.memories.get((patient, "range:heart-rate"), FRESH) == FRESH
