@@ -787,9 +787,11 @@ def run_and_print(
     parse_args: Callable[[list[str] | None], tuple[P, bool]],
     run: Callable[[P], dict[str, Any]],
     render: Callable[[dict[str, Any]], str],
-) -> None:
-    """A benchmark's `main`: parse, run, print a table or (with --json) the raw results."""
+) -> tuple[P, dict[str, Any]]:
+    """A benchmark's `main`: parse, run, print a table or (with --json) the raw results;
+    the parameters and results for a caller that checks them."""
     exit_on_sigterm()
     params, as_json = parse_args(argv)
     results = run(params)
     print(dump_json(results) if as_json else render(results))
+    return params, results

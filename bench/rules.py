@@ -57,21 +57,20 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from bench.common import (
     BenchError,
     OtherLoad,
     busy_warning,
-    dump_json,
-    exit_on_sigterm,
     machine_info,
+    run_and_print,
     summary_ms,
     workdir,
 )
@@ -708,33 +707,50 @@ def run_variants(
     return asyncio.run(go())
 
 
-def _overhead(rules: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+def segment_overhead(
+    rules: dict[str, Any], baseline: dict[str, Any], cpu_segments: bool = False
+) -> dict[str, Any]:
     """Rules against baseline: over the whole stream, and segment by segment (the median
-    and the quartiles of the segments' overheads)."""
+    and the quartiles of the segments' overheads); with `cpu_segments`, also the median
+    segment of CPU time."""
+
+    def per_segment(key: str) -> list[float]:
+        pairs = zip(rules[key], baseline[key], strict=True)
+        return [r / b - 1 for r, b in pairs]
+
     wall = rules["us_per_measurement"] / baseline["us_per_measurement"] - 1
     cpu = rules["cpu_us_per_measurement"] / baseline["cpu_us_per_measurement"] - 1
-    pairs = zip(
-        rules["segments_us_per_measurement"], baseline["segments_us_per_measurement"], strict=True
-    )
-    per_segment = [r / b - 1 for r, b in pairs]
-    median = statistics.median(per_segment)
-    quartiles = statistics.quantiles(per_segment, n=4) if len(per_segment) > 1 else [median] * 3
-    return {
+    segments = per_segment("segments_us_per_measurement")
+    median = statistics.median(segments)
+    quartiles = statistics.quantiles(segments, n=4) if len(segments) > 1 else [median] * 3
+    result = {
         "wall": round(wall, 4),
         "cpu": round(cpu, 4),
-        "segments": len(per_segment),
+        "segments": len(segments),
         "median_segment": round(median, 4),
         "segment_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
-        "judge_stage": round(rules["judge_us_per_measurement"] / baseline["us_per_measurement"], 4),
         "limit": LIMIT,
         "within_limit": wall <= LIMIT and median <= LIMIT,
     }
+    if cpu_segments:
+        cpu_median = statistics.median(per_segment("segments_cpu_us_per_measurement"))
+        result["median_segment_cpu"] = round(cpu_median, 4)
+    return result
+
+
+def _overhead(rules: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    judge = rules["judge_us_per_measurement"] / baseline["us_per_measurement"]
+    return segment_overhead(rules, baseline) | {"judge_stage": round(judge, 4)}
+
+
+def clean_environment() -> None:
+    """The settings made in this process must not pick up the caller's DHO_* variables."""
+    for key in [k for k in os.environ if k.upper().startswith("DHO_")]:
+        del os.environ[key]
 
 
 def run(params: Params) -> dict[str, Any]:
-    # In-process: the settings must not pick up the caller's DHO_* variables.
-    for key in [k for k in os.environ if k.upper().startswith("DHO_")]:
-        del os.environ[key]
+    clean_environment()
     cadence = timedelta(hours=params.cadence_hours)
     bundle = demo_bundle(params.registry_copies)
     stream, homes = make_stream(bundle, params.measurements, cadence, gateway="bench-hub")
@@ -894,13 +910,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     return params, bool(args.json)
 
 
-def main(argv: list[str] | None = None) -> None:
-    exit_on_sigterm()
-    params, as_json = parse_args(argv)
-    results = run(params)
-    print(dump_json(results) if as_json else render(results))
+class _Checked(Protocol):
+    @property
+    def check(self) -> bool: ...
+
+
+P = TypeVar("P", bound=_Checked)
+
+
+def checked_main(
+    argv: list[str] | None,
+    parse: Callable[[list[str] | None], tuple[P, bool]],
+    run: Callable[[P], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """Parse, run, print; with `--check`, exit 1 when the overhead is above the limit."""
+    params, results = run_and_print(argv, parse, run, render)
     if params.check and not results["overhead"]["within_limit"]:
         sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    checked_main(argv, parse_args, run, render)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
-import sys
 import threading
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -48,15 +45,24 @@ from bench.common import (
     ServiceProcess,
     busy_warning,
     database_name,
-    dump_json,
-    exit_on_sigterm,
     machine_info,
     private_broker,
     publish_all,
     temp_database,
     workdir,
 )
-from bench.rules import LIMIT, PLAN, Stream, bench_settings, demo_bundle, load_history, make_stream
+from bench.rules import (
+    LIMIT,
+    PLAN,
+    Stream,
+    bench_settings,
+    checked_main,
+    clean_environment,
+    demo_bundle,
+    load_history,
+    make_stream,
+    segment_overhead,
+)
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "rules": ("-m", "dho", "serve"),
@@ -204,34 +210,8 @@ async def _evidence(service: _Service) -> int:
     return await service.probe.count("alert_evidence")
 
 
-def _overhead(rules: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    def per_segment(key: str) -> list[float]:
-        pairs = zip(rules[key], baseline[key], strict=True)
-        return [r / b - 1 for r, b in pairs]
-
-    wall = rules["us_per_measurement"] / baseline["us_per_measurement"] - 1
-    cpu = rules["cpu_us_per_measurement"] / baseline["cpu_us_per_measurement"] - 1
-    segments = per_segment("segments_us_per_measurement")
-    median = statistics.median(segments)
-    quartiles = statistics.quantiles(segments, n=4) if len(segments) > 1 else [median] * 3
-    return {
-        "wall": round(wall, 4),
-        "cpu": round(cpu, 4),
-        "segments": len(segments),
-        "median_segment": round(median, 4),
-        "segment_quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
-        "median_segment_cpu": round(
-            statistics.median(per_segment("segments_cpu_us_per_measurement")), 4
-        ),
-        "limit": LIMIT,
-        "within_limit": wall <= LIMIT and median <= LIMIT,
-    }
-
-
 def run(params: Params) -> dict[str, Any]:
-    # The history is ingested in this process: its settings must not pick up DHO_* variables.
-    for key in [k for k in os.environ if k.upper().startswith("DHO_")]:
-        del os.environ[key]
+    clean_environment()  # the history is ingested in this process
     cadence = timedelta(hours=params.cadence_hours)
     bundle = demo_bundle(params.registry_copies)
     total = params.warmup + params.measurements
@@ -281,7 +261,7 @@ def run(params: Params) -> dict[str, Any]:
             logs = "\n".join(f"{s.label}:\n{s.process.log_tail()}" for s in services)
             raise BenchError(f"{exc}\nservice logs:\n{logs}") from exc
         results["machine"]["other_load"] = other.measure()
-    results["overhead"] = _overhead(results["rules"], results["baseline"])
+    results["overhead"] = segment_overhead(results["rules"], results["baseline"], cpu_segments=True)
     return results
 
 
@@ -364,12 +344,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    exit_on_sigterm()
-    params, as_json = parse_args(argv)
-    results = run(params)
-    print(dump_json(results) if as_json else render(results))
-    if params.check and not results["overhead"]["within_limit"]:
-        sys.exit(1)
+    checked_main(argv, parse_args, run, render)
 
 
 if __name__ == "__main__":

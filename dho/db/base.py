@@ -77,14 +77,10 @@ def bulk_upsert(
     """A Core INSERT of a model's rows that updates the `values` columns of a row whose
     `keys` (a unique key) exist already: one statement for new and known rows alike
     (PostgreSQL and SQLite, by `dialect` name)."""
-    if dialect == "postgresql":
-        pg = postgresql.insert(model.__table__)
-        return pg.on_conflict_do_update(
-            index_elements=list(keys), set_={column: pg.excluded[column] for column in values}
-        )
-    lite = sqlite.insert(model.__table__)
-    return lite.on_conflict_do_update(
-        index_elements=list(keys), set_={column: lite.excluded[column] for column in values}
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = dialect_insert(model.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={column: statement.excluded[column] for column in values}
     )
 
 
