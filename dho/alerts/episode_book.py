@@ -13,13 +13,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import CompoundSelect, literal_column, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dho import jsonutil
+from dho.alerts.episode_writes import EpisodeRows, fold_updates, write_episode_rows
 from dho.alerts.episodes import FRESH, Episode, RuleMemory, decide
-from dho.db.base import bulk_insert, bulk_update, bulk_upsert, one_of
-from dho.db.models import Alert, AlertEvidence, OutboxDelivery, RuleState
+from dho.db.base import one_of
+from dho.db.models import Alert, RuleState
 from dho.rules.judge import Finding, Judgement, PlanRef
 from dho.rules.thresholds import Band
 from dho.settings import Settings
@@ -62,23 +63,6 @@ class Report:
     plan: PlanRef | None = None
 
 
-_ALERT_UPDATE = bulk_update(Alert, ("id",), ("severity", "summary", "details", "updated_at"))
-_MEMORY_VALUES = (
-    "band",
-    "repeat_until",
-    "repeat_observation_id",
-    "repeat_summary",
-    "repeat_plan_id",
-    "repeat_plan_version",
-    "updated_at",
-)
-# One upsert of the changed rule states per dialect.
-_RULE_STATE_UPSERT = {
-    dialect: bulk_upsert(dialect, RuleState, ("patient_id", "rule"), _MEMORY_VALUES)
-    for dialect in ("postgresql", "sqlite")
-}
-
-
 def memory_of(state: RuleState) -> RuleMemory:
     return _memory(
         state.band,
@@ -88,17 +72,6 @@ def memory_of(state: RuleState) -> RuleMemory:
         state.repeat_plan_id,
         state.repeat_plan_version,
     )
-
-
-# The columns of a rule state that make its memory, in `_memory`'s order.
-_MEMORY_COLUMNS = (
-    RuleState.band,
-    RuleState.repeat_until,
-    RuleState.repeat_observation_id,
-    RuleState.repeat_summary,
-    RuleState.repeat_plan_id,
-    RuleState.repeat_plan_version,
-)
 
 
 # A rule state that is not FRESH; a fresh one (green, no repeat awaited) reads as absent.
@@ -377,15 +350,6 @@ class EpisodeBook:
 
     async def flush(self, session: AsyncSession, now: datetime) -> None:
         """Write the batch's alerts, evidence, deliveries and rule states (no commit)."""
-        if self.new_alerts:
-            await session.execute(bulk_insert(Alert), self.new_alerts)
-        if self.alert_updates:
-            changes = [{"key_id": alert_id} | v for alert_id, v in self.alert_updates.items()]
-            await session.execute(_ALERT_UPDATE, changes)
-        if self.evidence:
-            await session.execute(bulk_insert(AlertEvidence), self.evidence)
-        if self.deliveries:
-            await session.execute(bulk_insert(OutboxDelivery), self.deliveries)
         states: list[dict[str, Any]] = []
         for patient_id, rule in sorted(self.changed_memories):
             memory = self.memories[(patient_id, rule)]
@@ -403,9 +367,9 @@ class EpisodeBook:
                     "updated_at": now,
                 }
             )
-        if states:
-            dialect = session.get_bind().dialect.name
-            await session.execute(_RULE_STATE_UPSERT[dialect], states)
+        updates = fold_updates(self.new_alerts, self.alert_updates)
+        rows = EpisodeRows(self.new_alerts, updates, self.evidence, self.deliveries, states)
+        await write_episode_rows(session, rows)
 
 
 async def load_open_episodes(book: EpisodeBook, session: AsyncSession, keys: Iterable[str]) -> None:
@@ -427,22 +391,53 @@ def _add_open(
 async def load_episode_book(
     session: AsyncSession, patient_ids: Iterable[str], targets: tuple[DeliveryTarget, ...]
 ) -> EpisodeBook:
-    """The open episodes and rule states of these patients."""
+    """The open episodes and rule states of these patients, in one query per 500 patients."""
     book = EpisodeBook(targets)
     ids = sorted(set(patient_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        states = select(RuleState.patient_id, RuleState.rule, *_MEMORY_COLUMNS).where(
-            one_of(RuleState.patient_id, chunk), _REMEMBERS_SOMETHING
-        )
-        for state in await session.execute(states):
-            memory_key = (state.patient_id, state.rule)
-            book.memories[memory_key] = _memory(*state[2:])
-        columns = (Alert.open_key, Alert.id, Alert.severity, Alert.summary, Alert.details)
-        open_alerts = select(*columns).where(
-            one_of(Alert.patient_id, chunk), Alert.open_key.is_not(None)
-        )
-        for key, alert_id, severity, summary, details in await session.execute(open_alerts):
-            assert key is not None
-            _add_open(book, key, alert_id, severity, summary, details)
+        for row in await session.execute(_episodes_of(chunk)):
+            if row.kind == "state":
+                book.memories[(row.key, row.name)] = _memory(
+                    row.band,
+                    row.repeat_until,
+                    row.observation_id,
+                    row.summary,
+                    row.plan_id,
+                    row.plan_version,
+                )
+            else:
+                _add_open(book, row.key, row.name, row.severity, row.summary, row.details)
     return book
+
+
+def _episodes_of(patient_ids: list[str]) -> CompoundSelect[Any]:
+    """The patients' rule states that remember something and open alerts, as one result:
+    `kind` tells them apart; a column the other kind lacks is NULL."""
+    states = select(
+        literal_column("'state'").label("kind"),
+        RuleState.patient_id.label("key"),
+        RuleState.rule.label("name"),
+        RuleState.band.label("band"),
+        RuleState.repeat_until.label("repeat_until"),
+        RuleState.repeat_observation_id.label("observation_id"),
+        RuleState.repeat_summary.label("summary"),
+        RuleState.repeat_plan_id.label("plan_id"),
+        RuleState.repeat_plan_version.label("plan_version"),
+        null().cast(Alert.severity.type).label("severity"),
+        null().cast(Alert.details.type).label("details"),
+    ).where(one_of(RuleState.patient_id, patient_ids), _REMEMBERS_SOMETHING)
+    alerts = select(
+        literal_column("'alert'"),
+        Alert.open_key,
+        Alert.id,
+        null().cast(RuleState.band.type),
+        null().cast(RuleState.repeat_until.type),
+        null().cast(RuleState.repeat_observation_id.type),
+        Alert.summary,
+        null().cast(RuleState.repeat_plan_id.type),
+        null().cast(RuleState.repeat_plan_version.type),
+        Alert.severity,
+        Alert.details,
+    ).where(one_of(Alert.patient_id, patient_ids), Alert.open_key.is_not(None))
+    return union_all(states, alerts)
