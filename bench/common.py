@@ -769,13 +769,18 @@ def dump_json(results: dict[str, Any]) -> str:
 
 
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every benchmark takes: database, the service's batching, alerts, output."""
-    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument("--batch-max-size", type=int, default=200)
-    parser.add_argument("--flush-ms", type=int, default=20)
+    """Options of the ingest benchmarks: the service's, and how many readings are alerts."""
+    add_serve_arguments(parser)
     parser.add_argument(
         "--alert-every", type=int, default=20, help="every n-th reading is out of range (0: none)"
     )
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every benchmark that starts `dho serve`: database, batching, output."""
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--batch-max-size", type=int, default=200)
+    parser.add_argument("--flush-ms", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 

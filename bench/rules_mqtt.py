@@ -43,6 +43,7 @@ from bench.common import (
     Probe,
     ServiceConfig,
     ServiceProcess,
+    add_serve_arguments,
     busy_warning,
     database_name,
     machine_info,
@@ -307,21 +308,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, bool]:
     parser.add_argument("--measurements", type=int, default=20_000)
     parser.add_argument("--segment", type=int, default=2000, help="messages per timed segment")
     parser.add_argument("--warmup", type=int, default=1000, help="messages before the clock")
-    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument(
         "--registry-copies", type=int, default=40, help="the demo registry's patients K times"
     )
     parser.add_argument(
         "--cadence-hours", type=float, default=8.0, help="how often each patient measures"
     )
-    parser.add_argument("--batch-max-size", type=int, default=200)
-    parser.add_argument("--flush-ms", type=int, default=20)
     parser.add_argument(
         "--check",
         action="store_true",
         help=f"exit 1 when the whole stream or the median segment is above {LIMIT:.0%}%",
     )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_serve_arguments(parser)
     args = parser.parse_args(argv)
     positive = (args.measurements, args.segment, args.registry_copies, args.batch_max_size)
     if min(positive) < 1 or args.cadence_hours <= 0 or args.warmup < 0 or args.flush_ms < 0:

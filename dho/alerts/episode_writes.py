@@ -2,7 +2,7 @@
 deliveries and rule states.
 
 On PostgreSQL all five go in one statement (data-modifying CTEs over JSON arrays): one
-round trip instead of five, about 3 ms less per batch on the benchmark's VM. The foreign
+round trip instead of five, about 1.5 ms less per batch on the benchmark's VM. The foreign
 keys from evidence and deliveries to alerts opened by the same statement hold, because
 PostgreSQL checks them when the statement ends. Inserted rows keep the order of their
 lists (evidence ids count up in the order it was added). On SQLite, which has no round

@@ -31,18 +31,11 @@ def margin_for(type_key: str, own: Decimal | None) -> Decimal:
     return DEFAULT_MARGINS.get(type_key, Decimal(0))
 
 
-def held_band(points: CutPoints, value: Decimal, margin: Decimal) -> Band:
-    """The worst band within +/- margin of the value: where a falling colour is held.
-
-    The bands rise away from green on both sides, so the worst band of the interval is at
-    one of its ends.
-    """
-    return max(points.band(value - margin), points.band(value + margin))
-
-
 def hold_points(points: CutPoints, margin: Decimal) -> CutPoints:
-    """Cut-points against which a value's band is its `held_band`: each moved towards green
-    by the margin (the worst band within +/- margin is red when the value is within the
+    """Cut-points against which a value's band is where a falling colour is held, the worst
+    band within +/- margin of the value (the bands rise away from green on both sides, so it
+    is the worse band of the interval's two ends): each cut-point moved towards green by the
+    margin (the worst band within +/- margin is red when the value is within the
     margin of a red cut-point, else yellow when within it of a yellow one). Not ordered
     when the margin is wider than a band; `CutPoints.band` checks red first, so it still
     gives the worse band."""

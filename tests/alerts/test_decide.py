@@ -11,13 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dho.alerts.episodes import Episode, RuleMemory, decide
-from dho.rules.hysteresis import held_band, hold_points, settle
+from dho.rules.hysteresis import hold_points, settle
 from dho.rules.judge import OUT_OF_RANGE, Finding
 from dho.rules.thresholds import Band, CutPoints
 
 G, Y, R = Band.GREEN, Band.YELLOW, Band.RED
 SYSTOLIC = CutPoints(Decimal(80), Decimal(95), Decimal(160), Decimal(180))
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def held_band(points: CutPoints, value: Decimal, margin: Decimal) -> Band:
+    """Where a falling colour is held, by definition: the worst band within +/- margin of
+    the value (the bands rise away from green, so the worse of the interval's two ends)."""
+    return max(points.band(value - margin), points.band(value + margin))
 
 
 @pytest.mark.parametrize(
